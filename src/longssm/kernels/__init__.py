@@ -1,0 +1,18 @@
+"""Pure tensor functions (no nn.Module, no config). Each fast function has a ``*_ref`` twin."""
+
+from longssm.kernels.diagonal import (
+    discretize, s4d_init_A, s4d_init_log_dt, ssm_conv, ssm_conv_ref, ssm_kernel, ssm_step,
+)
+from longssm.kernels.fftconv import fftconv, fftconv_ref, next_fast_len
+from longssm.kernels.selective_scan import selective_scan, selective_scan_ref, selective_scan_step
+from longssm.kernels.shift import shift_conv, shift_conv_ref, shift_kernel, shift_step
+from longssm.kernels.vandermonde import (
+    vandermonde, vandermonde_ref, vandermonde_transpose, vandermonde_transpose_ref,
+)
+
+__all__ = [
+    "discretize", "s4d_init_A", "s4d_init_log_dt", "ssm_conv", "ssm_conv_ref", "ssm_kernel",
+    "ssm_step", "fftconv", "fftconv_ref", "next_fast_len", "selective_scan", "selective_scan_ref",
+    "selective_scan_step", "shift_conv", "shift_conv_ref", "shift_kernel", "shift_step",
+    "vandermonde", "vandermonde_ref", "vandermonde_transpose", "vandermonde_transpose_ref",
+]

@@ -1,0 +1,89 @@
+"""Causal multi-head attention as a sequence mixer; its state is the KV cache.
+
+Scaled dot-product attention (Vaswani et al. 2017) through ``F.scaled_dot_product_attention``,
+optional rotary position embeddings (RoFormer, Su et al. 2021, eq. 34, rotate-half pairing) and an
+optional sliding window: token t attends to tokens s with ``t - window < s <= t``. The cache keeps
+the rotated keys and the values of the last ``window - 1`` tokens (all tokens without a window),
+and the absolute position of the next token for rotary phases.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from longssm.kernels.checks import check_seq, check_token
+from longssm.layers.state import check_state
+
+
+class KVCache(NamedTuple):
+    k: torch.Tensor  # (batch, n_heads, cached_len, head_dim), rotary already applied
+    v: torch.Tensor  # (batch, n_heads, cached_len, head_dim)
+    pos: int  # absolute position of the next token
+
+
+def rotary(x: torch.Tensor, pos: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotate pairs (i, i + head_dim/2) of x (..., L, head_dim) by angle pos * base^(-2i/head_dim)."""
+    half = x.shape[-1] // 2
+    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float64) / half)
+    angle = pos.to(torch.float64)[:, None] * freqs  # (L, half): phases in float64
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int = 1, *, use_rotary: bool = True,
+                 window: int | None = None, bias: bool = True, rotary_base: float = 10000.0):
+        super().__init__()
+        if n_heads < 1 or d_model % n_heads:
+            raise ValueError(f"n_heads must be >= 1 and divide d_model={d_model}, got {n_heads}")
+        if window is not None and window < 1:
+            raise ValueError(f"window must be None or >= 1, got {window}")
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        if use_rotary and self.head_dim % 2:
+            raise ValueError(f"rotary embeddings need an even head_dim, got {self.head_dim}")
+        self.use_rotary, self.window, self.rotary_base = use_rotary, window, rotary_base
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor, state: KVCache | None = None):
+        check_seq("x", x, self.d_model)
+        batch, L, _ = x.shape
+        if state is not None:
+            check_state("Attention", state, KVCache, batch)
+        start = 0 if state is None else state.pos
+        q, k, v = self.qkv(x).view(batch, L, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if self.use_rotary:
+            pos = torch.arange(start, start + L, device=x.device)
+            q, k = rotary(q, pos, self.rotary_base), rotary(k, pos, self.rotary_base)
+        if state is not None:
+            k, v = torch.cat([state.k, k], dim=2), torch.cat([state.v, v], dim=2)
+        S = k.shape[2] - L  # cached tokens before x
+        if S == 0 and (self.window is None or self.window >= L):
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            q_pos = torch.arange(S, S + L, device=x.device)[:, None]
+            k_pos = torch.arange(S + L, device=x.device)[None, :]
+            mask = k_pos <= q_pos
+            if self.window is not None:
+                mask &= k_pos > q_pos - self.window
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        keep = k.shape[2] if self.window is None else min(k.shape[2], self.window - 1)
+        cache = KVCache(k[:, :, k.shape[2] - keep:], v[:, :, v.shape[2] - keep:], start + L)
+        return self.out_proj(y.transpose(1, 2).reshape(batch, L, self.d_model)), cache
+
+    def step(self, x_t: torch.Tensor, state: KVCache):
+        """One token; the same computation as ``forward`` on a length-1 sequence."""
+        check_token("x_t", x_t, self.d_model)
+        y, cache = self.forward(x_t[:, None], state)
+        return y[:, 0], cache
+
+    def init_state(self, batch_size: int, *, device=None, dtype=None) -> KVCache:
+        w = self.qkv.weight
+        empty = torch.zeros(batch_size, self.n_heads, 0, self.head_dim,
+                            device=device or w.device, dtype=dtype or w.dtype)
+        return KVCache(empty, empty, 0)

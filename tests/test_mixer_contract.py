@@ -1,0 +1,166 @@
+"""The state contract (DESIGN.md), one parametrised test over every mixer and its variants.
+
+All in float64 with tolerance 1e-10 (relative to max(1, |y|)): every path is exact arithmetic up
+to FFT round-off, which is ~1e-14 at these sizes.
+"""
+
+import random
+
+import pytest
+import torch
+
+from longssm.layers import (
+    H3, Attention, H3State, KVCache, S4D, S4DState, SelectiveSSM, ShiftSSM, detach_state, map_tensors,
+)
+from conftest import assert_close
+
+D_MODEL = 8
+TOL = 1e-10
+
+MIXERS = {
+    "s4d-zoh-lin": lambda: S4D(D_MODEL, 8),
+    "s4d-bilinear-inv": lambda: S4D(D_MODEL, 8, init="inv", discretization="bilinear", chunk_size=5),
+    "shift": lambda: ShiftSSM(D_MODEL, 6),
+    "h3": lambda: H3(D_MODEL, 8, shift_state=6),
+    "h3-heads-chunked": lambda: H3(D_MODEL, 8, head_dim=2, shift_state=6, chunk_size=7),
+    "h3-shift-only": lambda: H3(D_MODEL, 8, shift_state=6, use_diag=False),
+    "h3-diag-only": lambda: H3(D_MODEL, 8, use_shift=False),
+    "h3-no-gate": lambda: H3(D_MODEL, 8, head_dim=4, shift_state=6, use_gate=False),
+    "mamba": lambda: SelectiveSSM(D_MODEL, 4, chunk_size=4),
+    "attention": lambda: Attention(D_MODEL, 2),
+    "attention-window": lambda: Attention(D_MODEL, 2, window=5),
+    "attention-norotary": lambda: Attention(D_MODEL, 1, use_rotary=False, window=3),
+}
+
+
+def make(name):
+    torch.manual_seed(1)
+    return MIXERS[name]().double()
+
+
+def same_state(a, b, tol=TOL):
+    la, lb = [], []
+    map_tensors(la.append, a), map_tensors(lb.append, b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        assert x.shape == y.shape
+        assert_close(x, y, tol, "state")
+
+
+@pytest.fixture(params=sorted(MIXERS))
+def mixer(request):
+    return make(request.param)
+
+
+def test_forward_equals_steps(mixer):
+    x = torch.randn(2, 13, D_MODEL, dtype=torch.float64)
+    y, state = mixer(x)
+    s = mixer.init_state(2, dtype=torch.float64)
+    ys = []
+    for x_t in x.unbind(1):
+        y_t, s = mixer.step(x_t, s)
+        ys.append(y_t)
+    assert_close(torch.stack(ys, 1), y, TOL, "steps vs forward")
+    same_state(s, state)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_chunked_forward_with_carried_state(mixer, seed):
+    rng = random.Random(seed)
+    L = rng.choice([11, 17, 23, 31])
+    cuts = sorted(rng.sample(range(1, L), 3))
+    if seed == 0:
+        cuts = [1, 2, L - 1]  # chunks of length 1 at both ends
+    x = torch.randn(2, L, D_MODEL, dtype=torch.float64)
+    y_full, s_full = mixer(x)
+    ys, s = [], None
+    for a, b in zip([0] + cuts, cuts + [L]):
+        y, s = mixer(x[:, a:b], s)
+        ys.append(y)
+    assert_close(torch.cat(ys, 1), y_full, TOL, f"chunks {cuts}")
+    same_state(s, s_full)
+
+
+def test_zero_state_equals_no_state(mixer):
+    x = torch.randn(3, 7, D_MODEL, dtype=torch.float64)
+    y0, s0 = mixer(x)
+    y1, s1 = mixer(x, mixer.init_state(3, dtype=torch.float64))
+    assert_close(y1, y0, TOL, "init_state vs None")
+    same_state(s1, s0)
+
+
+def test_state_is_returned_not_mutated(mixer):
+    x = torch.randn(2, 5, D_MODEL, dtype=torch.float64)
+    _, s = mixer(x)
+    before = map_tensors(torch.clone, s)
+    mixer(x, s)
+    mixer.step(x[:, 0], s)
+    same_state(s, before, 0.0)
+
+
+def test_detached_state_cuts_graph(mixer):
+    x = torch.randn(2, 5, D_MODEL, dtype=torch.float64, requires_grad=True)
+    _, s = mixer(x)
+    s = detach_state(s)
+    map_tensors(lambda t: (t.requires_grad is False) or pytest.fail("state still requires grad"), s)
+    y, _ = mixer(torch.randn(2, 4, D_MODEL, dtype=torch.float64), s)
+    y.sum().backward()
+    assert x.grad is None
+
+
+def test_gradients_flow_through_carried_state(mixer):
+    x1 = torch.randn(1, 6, D_MODEL, dtype=torch.float64, requires_grad=True)
+    _, s = mixer(x1)
+    y, _ = mixer(torch.randn(1, 3, D_MODEL, dtype=torch.float64), s)
+    (g,) = torch.autograd.grad(y.sum(), x1)
+    assert g.abs().sum() > 0
+
+
+def test_float32_forward_and_backward(mixer):
+    mixer = mixer.float()
+    x = torch.randn(2, 9, D_MODEL, requires_grad=True)
+    y, _ = mixer(x)
+    assert y.dtype == torch.float32 and y.shape == x.shape
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_bad_inputs(mixer):
+    x = torch.randn(2, 5, D_MODEL, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"\(\*, \*, 8\)"):
+        mixer(x[0])
+    with pytest.raises(ValueError, match=r"\(\*, \*, 8\)"):
+        mixer(torch.randn(2, 5, D_MODEL + 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="seq_len 0"):
+        mixer(x[:, :0])
+    with pytest.raises(TypeError, match="floating-point"):
+        mixer(torch.ones(2, 5, D_MODEL, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\(\*, 8\)"):
+        mixer.step(x, mixer.init_state(2, dtype=torch.float64))
+    _, s = mixer(x)
+    with pytest.raises(ValueError, match="batch 2, input has batch 3"):
+        mixer(torch.randn(3, 5, D_MODEL, dtype=torch.float64), s)
+    wrong = S4DState(torch.zeros(2)) if not isinstance(s, S4DState) else KVCache(torch.zeros(2), torch.zeros(2), 0)
+    with pytest.raises(TypeError, match="state"):
+        mixer(x, wrong)
+
+
+def test_attention_window_limits_cache_and_view():
+    attn = make("attention-window")
+    x = torch.randn(1, 12, D_MODEL, dtype=torch.float64)
+    _, cache = attn(x)
+    assert cache.k.shape[2] == 4 and cache.pos == 12
+    # With a window of 5, the output at t only depends on x[t-4 .. t].
+    x2 = x.clone()
+    x2[:, :7] = torch.randn(1, 7, D_MODEL, dtype=torch.float64)
+    y1, _ = attn(x)
+    y2, _ = attn(x2)
+    assert_close(y2[:, 11], y1[:, 11], TOL, "window")
+    assert (y2[:, 10] - y1[:, 10]).abs().max() > 1e-6
+
+
+def test_h3_state_layout():
+    h3 = make("h3-heads-chunked")
+    s = h3.init_state(3, dtype=torch.float64)
+    assert isinstance(s, H3State)
+    assert s.shift.shape == (3, D_MODEL, 6) and s.ssm.shape == (3, 2, 2, 4, 4) and s.ssm.dtype == torch.complex128
