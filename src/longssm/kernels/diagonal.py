@@ -15,7 +15,7 @@ import torch
 
 from longssm.kernels.checks import check_float, check_shape
 from longssm.kernels.fftconv import fftconv
-from longssm.kernels.vandermonde import vandermonde, vandermonde_transpose
+from longssm.kernels.vandermonde import BlockedPowers, vandermonde
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 INITS = ("lin", "inv")
@@ -101,19 +101,22 @@ def ssm_conv(
     _check_ssm(u, dA, dB, C, D, initial_state)
     L = u.shape[-1]
     T = min(L, chunk_size)
-    K = ssm_kernel(dA, dB, C, T)  # (H, T)
+    powers = {T: BlockedPowers(dA, T)}  # power tables shared by all chunks of one length
+    K = powers[T].forward(C * dB)  # (H, T): the kernel, Re(C dB dA^l)
     x = initial_state
-    chunks = u.split(T, dim=-1)
     # Without autograd, write chunks into one buffer so peak memory stays ~ input + output.
     y = None if torch.is_grad_enabled() else u.new_empty(u.shape)
     outs, start = [], 0
-    for u_c in chunks:
+    for u_c in u.split(T, dim=-1):
         Tc = u_c.shape[-1]
+        if Tc not in powers:  # only the last chunk can be shorter
+            powers[Tc] = BlockedPowers(dA, Tc)
+        pw = powers[Tc]
         y_c = fftconv(u_c, K[:, :Tc], D)
         if x is not None:
-            y_c = y_c + vandermonde(C * x, dA, Tc, offset=1)
-        x_in = vandermonde_transpose(u_c, dA) * dB  # (batch, H, N)
-        x = x_in if x is None else torch.exp(Tc * torch.log(dA)) * x + x_in
+            y_c = y_c + pw.forward(C * x, offset=1)  # response to the entering state
+        x_in = pw.transpose(u_c) * dB  # (batch, H, N): state left by this chunk's input
+        x = x_in if x is None else torch.exp(Tc * pw.log_z) * x + x_in
         if y is None:
             outs.append(y_c)
         else:

@@ -4,8 +4,8 @@
 
 The FFT has size ``n >= L + Lk - 1`` so that no output in ``[0, L)`` wraps around (a linear, never
 circular, convolution), rounded up to a 2-3-5-smooth length that pocketFFT/cuFFT transform fast.
-Channels are processed in blocks whose spectra fit in cache: on a 2-core CPU, 768 channels of
-L = 16K run ~3x faster in blocks of ~96 than all at once (see BENCHMARKS.md).
+Channels are processed in blocks whose spectra stay in cache: on our 2-core CPU, 768 channels
+of L = 16K run 2-2.5x faster in blocks of 16-64 than all at once (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 
 from longssm.kernels.checks import check_float, check_shape
 
-# Elements (real, per block) kept in flight per channel block: 96 channels x 32K-point spectra.
-_BLOCK_ELEMENTS = 96 * 32768
+# Real FFT points per channel block (batch x channels x n): 32 channels of 32K-point transforms.
+_BLOCK_ELEMENTS = 32 * 32768
 
 
 def next_fast_len(n: int) -> int:
@@ -53,6 +53,50 @@ def _check(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None) -> None:
         check_shape("D", D, (H,))
 
 
+class _FFTConv(torch.autograd.Function):
+    """Blocked causal FFT convolution with a hand-written backward.
+
+    Backward of a causal convolution is a correlation: grad_u = irfft(G conj(K))[:L] and
+    grad_k = irfft(sum_batch G conj(U))[:Lk], with G = rfft(grad_y, n); with n >= L + Lk - 1 neither
+    wraps around. The spectra U, K of the forward are kept for it (what autograd would keep too),
+    which saves the zero-padding and slicing copies autograd would make per block.
+    """
+
+    @staticmethod
+    def forward(ctx, u, k, block):
+        L, Lk = u.shape[-1], k.shape[-1]
+        n = next_fast_len(L + Lk - 1)
+        keep = any(ctx.needs_input_grad[:2])
+        y = u.new_empty(u.shape)
+        spectra = []
+        for start in range(0, u.shape[1], block):
+            sl = slice(start, start + block)
+            u_f = torch.fft.rfft(u[:, sl], n=n)  # (batch, block, n//2+1)
+            k_f = torch.fft.rfft(k[sl], n=n)  # (block, n//2+1)
+            y[:, sl] = torch.fft.irfft(u_f * k_f, n=n)[..., :L]
+            if keep:
+                spectra.append((u_f, k_f))
+        ctx.spectra, ctx.sizes = spectra, (L, Lk, n, block)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        L, Lk, n, block = ctx.sizes
+        need_u, need_k = ctx.needs_input_grad[:2]
+        grad_u = g.new_empty(g.shape) if need_u else None
+        grad_k = g.new_empty(g.shape[1], Lk) if need_k else None
+        for i, (u_f, k_f) in enumerate(ctx.spectra):
+            sl = slice(i * block, (i + 1) * block)
+            g_f = torch.fft.rfft(g[:, sl], n=n)
+            if need_u:
+                grad_u[:, sl] = torch.fft.irfft(g_f * k_f.conj(), n=n)[..., :L]
+            if need_k:
+                grad_k[sl] = torch.fft.irfft((g_f * u_f.conj()).sum(0), n=n)[..., :Lk]
+        ctx.spectra = None
+        return grad_u, grad_k, None
+
+
 def fftconv(
     u: torch.Tensor,
     k: torch.Tensor,
@@ -63,22 +107,14 @@ def fftconv(
     """Causal convolution of ``u`` (batch, H, L) with per-channel kernels ``k`` (H, Lk), Lk <= L.
 
     Returns (batch, H, L) in u's dtype. ``channel_block`` overrides the cache-sized block of
-    channels transformed together (default: about 3M spectrum elements per block).
-    Differentiable in u, k and D.
+    channels transformed together (default: about 1M FFT points per block).
+    Differentiable in u, k and D (once: the backward is hand-written).
     """
     _check(u, k, D)
-    H, L = u.shape[1], u.shape[2]
-    Lk = k.shape[1]
-    n = next_fast_len(L + Lk - 1)
+    n = next_fast_len(u.shape[-1] + k.shape[-1] - 1)
     if channel_block is None:
         channel_block = max(1, _BLOCK_ELEMENTS // (n * u.shape[0]))
-    outs = []
-    for start in range(0, H, channel_block):
-        sl = slice(start, start + channel_block)
-        u_f = torch.fft.rfft(u[:, sl], n=n)  # (B, h, n//2+1)
-        k_f = torch.fft.rfft(k[sl], n=n)  # (h, n//2+1)
-        outs.append(torch.fft.irfft(u_f * k_f, n=n)[..., :L])
-    y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    y = _FFTConv.apply(u, k, channel_block)
     if D is not None:
         y = y + D[:, None] * u
     return y

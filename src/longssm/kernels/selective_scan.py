@@ -48,10 +48,9 @@ def _scan_(a: torch.Tensor, b: torch.Tensor, x0: torch.Tensor | None, T: int, re
             else:
                 starts[:, c] = carry
                 carry = torch.addcmul(bv[:, c, last], decay[:, c], carry)
-        run = starts
+        run = starts  # ours: updated in place, no allocation per step
         for t in range(T - 1, -1, -1) if reverse else range(T):  # 3) add the entering state
-            run = run * av[:, :, t]
-            bv[:, :, t] += run
+            bv[:, :, t] += run.mul_(av[:, :, t])
     tail = range(L - M - 1, -1, -1) if reverse else range(M, L)
     for t in tail:  # fewer than T positions left over
         if carry is not None:
@@ -78,6 +77,7 @@ class _SelectiveScanCore(torch.autograd.Function):
         return y, x_last
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, g_y, g_last):
         dt, dtu, A, Bt, Ct, x0, dA, X = ctx.saved_tensors
         need = ctx.needs_input_grad

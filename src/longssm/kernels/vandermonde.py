@@ -11,9 +11,8 @@ A diagonal SSM with N modes ``z`` (the discrete A) needs two products with the V
 
 Materialising ``z^l`` for all l (the naive ``exp(dtA * arange(L))`` of s4d.py) costs H*N*L complex
 exponentials and as much memory. Writing ``l = i * L2 + j`` gives ``z^l = z^(i*L2) * z^j``: two
-small power tables (H, L1, N) and (H, N, L2) with L1 * L2 >= L and one batched matmul per table
-pair, so only H*N*(L1 + L2) exponentials are taken. Powers are ``exp(l * log z)``, exact for
-integer l whatever branch of log is taken.
+small power tables (H, L1, N) and (H, L2, N) with L1 * L2 >= L, and one batched real matmul.
+Powers are ``exp(l * log z)``, exact for integer l whatever branch of log is taken.
 """
 
 from __future__ import annotations
@@ -23,14 +22,60 @@ import math
 import torch
 
 
-def _split(L: int) -> tuple[int, int]:
-    L2 = math.isqrt(L - 1) + 1  # ceil(sqrt(L))
-    return math.ceil(L / L2), L2
+class BlockedPowers:
+    """Power tables of z (H, N) for products of length L, built once and reused across chunks."""
 
+    def __init__(self, z: torch.Tensor, L: int):
+        self.L = L
+        self.L2 = math.isqrt(L - 1) + 1  # ceil(sqrt(L))
+        self.L1 = math.ceil(L / self.L2)
+        self.log_z = torch.log(z)
+        self._tables: dict[tuple[str, int], torch.Tensor] = {}
 
-def _powers(log_z: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
-    """(H, N) x (P,) -> (H, P, N): z^e for each exponent."""
-    return torch.exp(exponents.to(log_z.dtype)[None, :, None] * log_z[:, None, :])
+    def _powers(self, exponents: torch.Tensor) -> torch.Tensor:
+        """(P,) exponents -> (H, P, N): z^e."""
+        return torch.exp(exponents.to(self.log_z.dtype)[None, :, None] * self.log_z[:, None, :])
+
+    def _table(self, kind: str, offset: int = 0) -> torch.Tensor:
+        """Two exponentials tables, z^(i*L2) and z^j; the others are flips and products of them."""
+        key = (kind, offset)
+        if key not in self._tables:
+            dev = self.log_z.device
+            if kind == "outer":  # z^(i*L2): (H, L1, N)
+                t = self._powers(torch.arange(self.L1, device=dev) * self.L2)
+            elif kind == "powers":  # z^j: (H, L2, N)
+                t = self._powers(torch.arange(self.L2, device=dev))
+            elif kind == "outer_t":  # z^((L1-1-i)*L2): (H, L1, N)
+                t = self._table("outer").flip(-2)
+            elif kind == "inner":  # z^(j+offset) as [Re ; -Im] stacked: (H, 2N, L2)
+                p = self._table("powers") * torch.exp(offset * self.log_z)[:, None, :]
+                t = torch.cat([p.real, -p.imag], dim=-1).transpose(-1, -2).contiguous()
+            else:  # "inner_t": z^(L2-1-m) as [Re | Im]: (H, L2, 2N)
+                p = self._table("powers").flip(-2)
+                t = torch.cat([p.real, p.imag], dim=-1)
+            self._tables[key] = t
+        return self._tables[key]
+
+    def forward(self, coef: torch.Tensor, L: int | None = None, offset: int = 0) -> torch.Tensor:
+        """Re(sum_n coef z^(l + offset)) for l < L (<= self.L): (..., H, L) real."""
+        L = self.L if L is None else L
+        a = coef.unsqueeze(-2) * self._table("outer")  # (..., H, L1, N)
+        # Re(a @ p) = [Re a | Im a] @ [Re p ; -Im p]: one contiguous real matmul.
+        out = torch.cat([a.real, a.imag], dim=-1) @ self._table("inner", offset)  # (..., H, L1, L2)
+        return out.flatten(-2)[..., :L]
+
+    def transpose(self, u: torch.Tensor) -> torch.Tensor:
+        """sum_j u_j z^(L-1-j) for u (..., H, L) real (L = self.L): (..., H, N) complex.
+
+        u is left-padded to L1 * L2 so that ``L - 1 - j`` splits as ``(L1-1-i) * L2 + (L2-1-m)``.
+        """
+        if u.shape[-1] != self.L:
+            raise ValueError(f"expected length {self.L}, got {u.shape[-1]}")
+        L1, L2 = self.L1, self.L2
+        u_blocks = torch.nn.functional.pad(u, (L1 * L2 - self.L, 0)).unflatten(-1, (L1, L2))
+        part = u_blocks @ self._table("inner_t")  # (..., H, L1, 2N) = [Re | Im]
+        N = part.shape[-1] // 2
+        return (torch.complex(part[..., :N], part[..., N:]) * self._table("outer_t")).sum(-2)
 
 
 def vandermonde(coef: torch.Tensor, z: torch.Tensor, L: int, offset: int = 0) -> torch.Tensor:
@@ -38,32 +83,12 @@ def vandermonde(coef: torch.Tensor, z: torch.Tensor, L: int, offset: int = 0) ->
 
     coef: (..., H, N) complex; z: (H, N) complex, |z| <= 1 for a stable SSM.
     """
-    L1, L2 = _split(L)
-    log_z = torch.log(z)
-    ar = torch.arange(max(L1, L2), device=z.device)
-    outer = _powers(log_z, ar[:L1] * L2)  # (H, L1, N): z^(i*L2)
-    inner = _powers(log_z, ar[:L2] + offset).transpose(-1, -2)  # (H, N, L2): z^(j + offset)
-    a = coef.unsqueeze(-2) * outer  # (..., H, L1, N)
-    # Re(a @ inner) with two real matmuls instead of one complex one (which would compute Im too).
-    out = a.real @ inner.real - a.imag @ inner.imag  # (..., H, L1, L2)
-    return out.flatten(-2)[..., :L]
+    return BlockedPowers(z, L).forward(coef, offset=offset)
 
 
 def vandermonde_transpose(u: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``sum_j u[..., h, j] * z[h, n]^(L - 1 - j)``: (..., H, N) complex.
-
-    u: (..., H, L) real; z: (H, N) complex. The input is left-padded with zeros to L1 * L2 so that
-    ``L - 1 - j`` splits as ``(L1 - 1 - i) * L2 + (L2 - 1 - m)`` over the padded index i*L2 + m.
-    """
-    L = u.shape[-1]
-    L1, L2 = _split(L)
-    log_z = torch.log(z)
-    ar = torch.arange(max(L1, L2), device=z.device)
-    outer = _powers(log_z, (L1 - 1 - ar[:L1]) * L2)  # (H, L1, N)
-    inner = _powers(log_z, L2 - 1 - ar[:L2])  # (H, L2, N)
-    u_blocks = torch.nn.functional.pad(u, (L1 * L2 - L, 0)).unflatten(-1, (L1, L2))
-    partial = torch.complex(u_blocks @ inner.real, u_blocks @ inner.imag)  # (..., H, L1, N)
-    return (partial * outer).sum(-2)
+    """``sum_j u[..., h, j] * z[h, n]^(L - 1 - j)``: (..., H, N) complex; u (..., H, L) real."""
+    return BlockedPowers(z, u.shape[-1]).transpose(u)
 
 
 def vandermonde_ref(coef: torch.Tensor, z: torch.Tensor, L: int, offset: int = 0) -> torch.Tensor:

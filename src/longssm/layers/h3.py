@@ -45,9 +45,8 @@ class H3(nn.Module):
             raise ValueError(f"head_dim must be >= 1 and divide d_model={d_model}, got {head_dim}")
         self.d_model, self.head_dim, self.n_heads = d_model, head_dim, d_model // head_dim
         self.use_gate = use_gate
-        self.q_proj = nn.Linear(d_model, d_model) if use_gate else None
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
+        # q (if gated), k, v in one projection, computed channel-first for the convolutions.
+        self.in_proj = nn.Linear(d_model, (3 if use_gate else 2) * d_model)
         self.shift = ShiftSSMConv(d_model, shift_state, ssm_lr=ssm_lr) if use_shift else None
         self.diag = DiagonalSSMConv(self.n_heads, d_state, init=init, discretization=discretization,
                                     ssm_lr=ssm_lr, **ssm_options) if use_diag else None
@@ -61,12 +60,17 @@ class H3(nn.Module):
 
     def _outer(self, k, v):
         """k, v (batch, d_model, *t) -> kv (batch, d1, d2, n_heads, *t)."""
+        if self.head_dim == 1:  # plain product, no broadcasting copies
+            return (k * v).unsqueeze(1).unsqueeze(1)
         k = rearrange(k, "b (h d1) ... -> b d1 1 h ...", d1=self.head_dim)
         v = rearrange(v, "b (h d2) ... -> b 1 d2 h ...", d2=self.head_dim)
         return k * v
 
     def _readout(self, y, q):
         """y (batch, d1, d2, n_heads, *t), q (batch, d_model, *t) or None -> (batch, d_model, *t)."""
+        if self.head_dim == 1:
+            y = y[:, 0, 0]
+            return y if q is None else y * q
         if q is not None:
             y = y * rearrange(q, "b (h d1) ... -> b d1 1 h ...", d1=self.head_dim)
         return rearrange(y.sum(1), "b d2 h ... -> b (h d2) ...")
@@ -75,10 +79,12 @@ class H3(nn.Module):
         """Shared body of forward (x: (batch, d_model, L)) and step (x: (batch, d_model))."""
         batch = x.shape[0]
         s_shift, s_ssm = self._unpack(state, batch)
-        k, v = self.k_proj(x), self.v_proj(x)
-        q = self.q_proj(x) if self.use_gate else None
-        if not step:  # channels first for the convolutions: (batch, d_model, L)
-            k, v, q = (None if t is None else t.transpose(1, 2) for t in (k, v, q))
+        if step:
+            proj = self.in_proj(x)  # (batch, n * d_model)
+        else:  # W @ x^T lands channel-first and contiguous: (batch, n * d_model, L)
+            proj = torch.matmul(self.in_proj.weight, x.transpose(1, 2)) + self.in_proj.bias[:, None]
+        *q, k, v = proj.split(self.d_model, dim=1)
+        q = q[0] if q else None
         if self.shift is not None:
             k, s_shift = self.shift.step(k, s_shift) if step else self.shift(k, s_shift)
         kv = self._outer(k, v)  # (batch, d1, d2, n_heads, *t)

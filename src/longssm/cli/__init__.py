@@ -1,0 +1,1 @@
+"""Command-line interface: ``longssm <command>``, a thin argparse layer over the library."""

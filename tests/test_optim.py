@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+from longssm.layers import H3, SelectiveSSM, param_groups, set_optim
+
+
+def test_groups_follow_hints():
+    model = torch.nn.ModuleList([H3(16, 8, ssm_lr=2e-3), SelectiveSSM(16, 4)])
+    groups = param_groups(model, lr=6e-4, weight_decay=0.1)
+    by_id = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    h3, mamba = model
+    assert by_id[id(h3.diag.log_dt)] == (2e-3, 0.0)
+    assert by_id[id(h3.diag.A_im)] == (2e-3, 0.0)
+    assert by_id[id(h3.shift.B)] == (2e-3, 0.0)
+    assert by_id[id(h3.in_proj.weight)] == (6e-4, 0.1)
+    assert by_id[id(h3.in_proj.bias)] == (6e-4, 0.0)
+    assert by_id[id(mamba.A_log)] == (6e-4, 0.0)
+    assert by_id[id(mamba.D)] == (6e-4, 0.0)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    torch.optim.AdamW(groups)  # accepted as is
+
+
+def test_unknown_hint_is_an_error():
+    with pytest.raises(ValueError, match="unknown optimiser hints"):
+        set_optim(torch.nn.Parameter(torch.zeros(1)), momentum=0.9)
