@@ -8,7 +8,6 @@ TORCH_PIN := torch==2.13.0
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	# Pin torch first so that resolving the package's `torch>=2.4` range installs nothing more.
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e '.[dev]'

@@ -26,7 +26,7 @@ MIXERS = {
     "h3-shift-only": lambda: H3(D_MODEL, 8, shift_state=6, use_diag=False),
     "h3-diag-only": lambda: H3(D_MODEL, 8, use_shift=False),
     "h3-no-gate": lambda: H3(D_MODEL, 8, head_dim=4, shift_state=6, use_gate=False),
-    "mamba": lambda: SelectiveSSM(D_MODEL, 4, chunk_size=4),
+    "mamba": lambda: SelectiveSSM(D_MODEL, 4, segment_size=4),
     "attention": lambda: Attention(D_MODEL, 2),
     "attention-window": lambda: Attention(D_MODEL, 2, window=5),
     "attention-norotary": lambda: Attention(D_MODEL, 1, use_rotary=False, window=3),

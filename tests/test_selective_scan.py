@@ -40,9 +40,9 @@ def test_ref_equals_scalar_loop():
     assert_close(y.detach(), expected, 1e-12, "ref vs scalar loop")
 
 
-@pytest.mark.parametrize("L,chunk", [(1, 4), (2, 1), (5, 8), (37, 8), (64, 16), (131, 32)])
+@pytest.mark.parametrize("L,segment", [(1, 4), (2, 1), (5, 8), (37, 8), (64, 16), (131, 32), (50, None)])
 @pytest.mark.parametrize("full", [False, True])
-def test_chunked_matches_ref_values_and_grads(L, chunk, full):
+def test_chunked_matches_ref_values_and_grads(L, segment, full):
     args = make(L=L)
     extra = {}
     if full:
@@ -51,7 +51,7 @@ def test_chunked_matches_ref_values_and_grads(L, chunk, full):
                      initial_state=torch.randn(2, 3, 4, dtype=F64, requires_grad=True))
     else:
         args["delta"] = (args["delta"].detach().abs() * 0.5).requires_grad_()
-    y, x = selective_scan(**args, **extra, return_last_state=True, chunk_size=chunk)
+    y, x = selective_scan(**args, **extra, return_last_state=True, segment_size=segment)
     y_ref, x_ref = selective_scan_ref(**args, **extra, return_last_state=True)
     assert_close(y, y_ref, 1e-12, "y")
     assert_close(x, x_ref, 1e-12, "last state")
@@ -64,7 +64,7 @@ def test_chunked_matches_ref_values_and_grads(L, chunk, full):
 
 def test_only_y_used_in_loss():
     args = make(L=40)
-    y = selective_scan(**args, chunk_size=8)
+    y = selective_scan(**args, segment_size=7)
     y_ref = selective_scan_ref(**args)
     for g, g_ref in zip(torch.autograd.grad(y.sum(), list(args.values())), torch.autograd.grad(y_ref.sum(), list(args.values()))):
         assert_close(g, g_ref, 1e-11, "grad")

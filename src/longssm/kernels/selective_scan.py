@@ -7,12 +7,13 @@
 
 Shapes: u, delta, z (batch, D, L); A (D, N) real; B, C (batch, N, L); D, delta_bias (D,).
 
-:func:`selective_scan` is a two-level chunked scan with a hand-written backward: positions are
-grouped in chunks of T; step t of *every* chunk is done at once (T vectorised steps), then the
-states entering each chunk are carried (L/T small steps), then each position gets its chunk's
-entering state times its in-chunk decay (T vectorised steps). That is ~3T + L/T Python steps on
-large slices instead of L tiny ones; decays are only ever multiplied (never divided), so it is
-as stable as the plain recurrence. :func:`selective_scan_ref` is the plain loop.
+:func:`selective_scan` is chunked with a hand-written backward: the sequence is cut into
+segments whose (batch, S, D, N) buffers fit in cache and are reused from segment to segment;
+inside a segment the decays, inputs and readouts are computed in parallel (whole-segment tensor
+ops) and the recurrence itself is one in-place multiply-add per position; the state is carried
+between segments, and backward recomputes a segment from the state that entered it. No autograd
+graph per step, no full-length (batch, L, D, N) tensor. :func:`selective_scan_ref` is the plain
+loop under autograd.
 """
 
 from __future__ import annotations
@@ -23,89 +24,107 @@ import torch.nn.functional as F
 from longssm.kernels.checks import check_float, check_shape
 
 
-def _scan_(a: torch.Tensor, b: torch.Tensor, x0: torch.Tensor | None, T: int, reverse: bool) -> torch.Tensor:
+def _scan_(a, b, x0, reverse: bool):
     """In place along dim 1: b_t <- a_t * b_prev + b_t, b_prev the previous position (next if
-    ``reverse``), starting from x0 (None: zero). a, b: (batch, L, *rest). Returns the last state."""
-    L = b.shape[1]
-    nC = L // T
-    M = nC * T
-    carry = x0
-    if nC > 0:
-        main = slice(L - M, L) if reverse else slice(0, M)
-        av = a[:, main].unflatten(1, (nC, T))  # (batch, nC, T, *rest): views, no copies
-        bv = b[:, main].unflatten(1, (nC, T))
-        steps = range(T - 2, -1, -1) if reverse else range(1, T)
-        for t in steps:  # 1) scan inside every chunk at once, from a zero state
-            prev = t + 1 if reverse else t - 1
-            bv[:, :, t].addcmul_(av[:, :, t], bv[:, :, prev])
-        decay = av.prod(dim=2)  # (batch, nC, *rest): product of a over each chunk
-        starts = torch.empty_like(decay)
-        last = 0 if reverse else T - 1
-        for c in range(nC - 1, -1, -1) if reverse else range(nC):  # 2) carry states across chunks
-            if carry is None:
-                starts[:, c].zero_()
-                carry = bv[:, c, last].clone()
-            else:
-                starts[:, c] = carry
-                carry = torch.addcmul(bv[:, c, last], decay[:, c], carry)
-        run = starts  # ours: updated in place, no allocation per step
-        for t in range(T - 1, -1, -1) if reverse else range(T):  # 3) add the entering state
-            bv[:, :, t] += run.mul_(av[:, :, t])
-    tail = range(L - M - 1, -1, -1) if reverse else range(M, L)
-    for t in tail:  # fewer than T positions left over
-        if carry is not None:
-            b[:, t].addcmul_(a[:, t], carry)
-        carry = b[:, t]
-    return carry.clone()
+    ``reverse``), starting from x0 (None: zero). a, b: (batch, L, D, N). One fused multiply-add
+    per position on a (batch, D, N) slice that stays in L1/L2 cache."""
+    a_t, b_t = a.unbind(1), b.unbind(1)
+    order = range(len(b_t) - 1, -1, -1) if reverse else range(len(b_t))
+    prev = x0
+    for t in order:
+        if prev is not None:
+            b_t[t].addcmul_(a_t[t], prev)
+        prev = b_t[t]
+
+
+def _segment_states(dt, dtu, A, Bt, x0, work):
+    """Decays dA and states X (batch, S, D, N) of one segment entered with state x0, written into
+    the reusable buffers ``work`` (3, batch, >= S, D, N)."""
+    S = dt.shape[1]
+    dA = torch.mul(dt[..., None], A, out=work[0, :, :S]).exp_()
+    X = torch.mul(dtu[..., None], Bt[:, :, None, :], out=work[1, :, :S])  # delta B u -> x_t
+    _scan_(dA, X, x0, reverse=False)
+    return dA, X
+
+
+def _workspace(dt, A, S):
+    """Buffers reused by every segment: fresh large allocations are page-faulted in one page at
+    a time, which on CPU costs more than the arithmetic done in them."""
+    return dt.new_empty(3, dt.shape[0], min(S, dt.shape[1]), dt.shape[2], A.shape[1])
 
 
 class _SelectiveScanCore(torch.autograd.Function):
     """y_t = C_t . x_t with x_t = exp(dt_t A) x_{t-1} + dtu_t B_t; time-major layouts
-    dt, dtu (batch, L, D); A (D, N); Bt, Ct (batch, L, N); x0 (batch, D, N) or None."""
+    dt, dtu (batch, L, D); A (D, N); Bt, Ct (batch, L, N); x0 (batch, D, N) or None.
+
+    The sequence is processed in segments of S positions whose (batch, S, D, N) buffers stay in
+    cache and are reused from segment to segment; only the state entering each segment is saved,
+    and backward recomputes a segment's states from it (as mamba_ssm's CUDA kernel does). No
+    full-length (batch, L, D, N) buffer is ever allocated.
+    """
 
     @staticmethod
-    def forward(ctx, dt, dtu, A, Bt, Ct, x0, T):
-        # Full-size (batch, L, D, N) buffers are few and filled in place: on CPU a fresh large
-        # allocation costs ~10x an in-place pass over it (page faults), see BENCHMARKS.md.
-        dA = torch.mul(dt[..., None], A).exp_()
-        X = torch.mul(dtu[..., None], Bt[:, :, None, :])  # delta B u, scanned in place into x_t
-        x_last = _scan_(dA, X, x0, T, reverse=False)
-        y = torch.einsum("bldn,bln->bld", X, Ct)
-        ctx.save_for_backward(dt, dtu, A, Bt, Ct, x0, dA, X)
-        ctx.T = T
+    def forward(ctx, dt, dtu, A, Bt, Ct, x0, S):
+        y = dt.new_empty(dt.shape)
+        work = _workspace(dt, A, S)
+        entering, x = [], x0
+        for sl in _segments(dt.shape[1], S):
+            entering.append(x)
+            _, X = _segment_states(dt[:, sl], dtu[:, sl], A, Bt[:, sl], x, work)
+            y[:, sl] = torch.einsum("bldn,bln->bld", X, Ct[:, sl])
+            x = X[:, -1].clone()
+        zeros = dt.new_zeros(dt.shape[0], dt.shape[2], A.shape[1])
+        ctx.save_for_backward(dt, dtu, A, Bt, Ct, x0, *(zeros if e is None else e for e in entering))
+        ctx.sizes = (S, x0 is None)
         ctx.set_materialize_grads(False)
-        return y, x_last
+        return y, x
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_y, g_last):
-        dt, dtu, A, Bt, Ct, x0, dA, X = ctx.saved_tensors
+        dt, dtu, A, Bt, Ct, x0, *entering = ctx.saved_tensors
+        S, zero_start = ctx.sizes
         need = ctx.needs_input_grad
         if g_y is None:
             g_y = dt.new_zeros(dt.shape)
-        G = torch.mul(g_y[..., None], Ct[:, :, None, :])  # dLoss/dX_t through y_t only
-        if g_last is not None:
-            G[:, -1] += g_last
-        # G_t += dA_{t+1} G_{t+1}: a reverse scan whose coefficients are dA shifted by one.
-        _scan_(dA[:, 1:], G[:, :-1], G[:, -1], ctx.T, reverse=True)
-        g_dt = g_dtu = g_A = g_B = g_C = g_x0 = None
-        if need[1]:
-            g_dtu = torch.einsum("bldn,bln->bld", G, Bt)
-        if need[3]:
-            g_B = torch.einsum("bld,bldn->bln", dtu, G)
-        if need[4]:
-            g_C = torch.einsum("bld,bldn->bln", g_y, X)
-        if need[5]:
-            g_x0 = dA[:, 0] * G[:, 0]
-        if need[0] or need[2]:
-            W = G.mul_(dA)  # in place: dLoss/d(dt_t A) = G_t * dA_t * X_{t-1}
-            W[:, 1:] *= X[:, :-1]
-            W[:, 0] *= 0 if x0 is None else x0
-            if need[0]:
-                g_dt = torch.einsum("bldn,dn->bld", W, A)
-            if need[2]:
-                g_A = W.mul_(dt[..., None]).sum((0, 1))
+        g_dt = torch.empty_like(dt) if need[0] else None
+        g_dtu = torch.empty_like(dtu) if need[1] else None
+        g_A = torch.zeros_like(A) if need[2] else None
+        g_B = torch.empty_like(Bt) if need[3] else None
+        g_C = torch.empty_like(Ct) if need[4] else None
+        carry = g_last  # dLoss/d(state leaving the segment), from later segments
+        segments = _segments(dt.shape[1], S)
+        work = _workspace(dt, A, S)
+        for i in range(len(segments) - 1, -1, -1):
+            sl, x_in = segments[i], None if (i == 0 and zero_start) else entering[i]
+            dA, X = _segment_states(dt[:, sl], dtu[:, sl], A, Bt[:, sl], x_in, work)
+            # dLoss/dX_t through y_t only
+            G = torch.mul(g_y[:, sl, :, None], Ct[:, sl, None, :], out=work[2, :, : dA.shape[1]])
+            if carry is not None:
+                G[:, -1] += carry
+            # G_t += dA_{t+1} G_{t+1}: a reverse scan whose coefficients are dA shifted by one.
+            _scan_(dA[:, 1:], G[:, :-1], G[:, -1], reverse=True)
+            carry = dA[:, 0] * G[:, 0]  # dLoss/d(state entering this segment)
+            if need[1]:
+                g_dtu[:, sl] = torch.einsum("bldn,bln->bld", G, Bt[:, sl])
+            if need[3]:
+                g_B[:, sl] = torch.einsum("bld,bldn->bln", dtu[:, sl], G)
+            if need[4]:
+                g_C[:, sl] = torch.einsum("bld,bldn->bln", g_y[:, sl], X)
+            if need[0] or need[2]:
+                W = G.mul_(dA)  # in place: dLoss/d(dt_t A) = G_t * dA_t * X_{t-1}
+                W[:, 1:] *= X[:, :-1]
+                W[:, 0] *= 0 if x_in is None else x_in
+                if need[0]:
+                    g_dt[:, sl] = torch.einsum("bldn,dn->bld", W, A)
+                if need[2]:
+                    g_A += W.mul_(dt[:, sl, :, None]).sum((0, 1))
+        g_x0 = carry if need[5] else None
         return g_dt, g_dtu, g_A, g_B, g_C, g_x0, None
+
+
+def _segments(L: int, S: int) -> list[slice]:
+    return [slice(s, s + S) for s in range(0, L, S)]
 
 
 def _check(u, delta, A, B, C, D, z, delta_bias, initial_state):
@@ -145,11 +164,17 @@ def _finish(y, u, D, z):
     return y if z is None else y * F.silu(z)
 
 
+def _segment_size(elements_per_position: int) -> int:
+    return max(1, (1 << 21) // elements_per_position)  # 2M elements: 8 MB per fp32 buffer
+
+
 def selective_scan(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-    initial_state=None, return_last_state=False, chunk_size=32,
+    initial_state=None, return_last_state=False, segment_size=None,
 ):
     """Chunked selective scan; same arguments and results as :func:`selective_scan_ref`.
+
+    ``segment_size``: positions per cache-sized segment (default: 2M elements of (batch, S, D, N)).
 
     Returns y (batch, D, L), and the last state (batch, D, N) if ``return_last_state``.
     """
@@ -159,7 +184,7 @@ def selective_scan(
     dtu = (delta * u).transpose(1, 2).contiguous()
     y, last = _SelectiveScanCore.apply(
         dt, dtu, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-        initial_state, chunk_size,
+        initial_state, segment_size or _segment_size(u.shape[0] * u.shape[1] * A.shape[1]),
     )
     y = _finish(y.transpose(1, 2), u, D, z)
     return (y, last) if return_last_state else y

@@ -34,12 +34,12 @@ class MambaState(NamedTuple):
 class SelectiveSSM(nn.Module):
     def __init__(self, d_model: int, d_state: int = 16, *, d_conv: int = 4, expand: int = 2,
                  dt_rank: int | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 dt_init_floor: float = 1e-4, chunk_size: int = 32):
+                 dt_init_floor: float = 1e-4, segment_size: int | None = None):
         super().__init__()
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
         self.d_inner = expand * d_model
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
-        self.chunk_size = chunk_size
+        self.segment_size = segment_size
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
         self.conv = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner)
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
@@ -75,7 +75,7 @@ class SelectiveSSM(nn.Module):
         y, ssm_state = selective_scan(
             x, dt.transpose(1, 2), -torch.exp(self.A_log), B.transpose(1, 2), C.transpose(1, 2),
             self.D, z, delta_bias=self.dt_proj.bias, delta_softplus=True,
-            initial_state=ssm_state, return_last_state=True, chunk_size=self.chunk_size,
+            initial_state=ssm_state, return_last_state=True, segment_size=self.segment_size,
         )
         new_state = MambaState(history[..., history.shape[-1] - (self.d_conv - 1):], ssm_state)
         return self.out_proj(y.transpose(1, 2)), new_state
