@@ -24,11 +24,10 @@ import torch.nn.functional as F
 from longssm.kernels.checks import check_float, check_shape
 
 
-def _scan_(a, b, x0, reverse: bool):
-    """In place along dim 1: b_t <- a_t * b_prev + b_t, b_prev the previous position (next if
-    ``reverse``), starting from x0 (None: zero). a, b: (batch, L, D, N). One fused multiply-add
-    per position on a (batch, D, N) slice that stays in L1/L2 cache."""
-    a_t, b_t = a.unbind(1), b.unbind(1)
+def _scan_(a_t, b_t, x0, reverse: bool) -> None:
+    """In place over position lists: b_t <- a_t * b_prev + b_t, b_prev the previous position (next
+    if ``reverse``), starting from x0 (None: zero). a_t, b_t: sequences of (batch, D, N) views.
+    One fused multiply-add per position on a slice that stays in L1/L2 cache."""
     order = range(len(b_t) - 1, -1, -1) if reverse else range(len(b_t))
     prev = x0
     for t in order:
@@ -37,20 +36,22 @@ def _scan_(a, b, x0, reverse: bool):
         prev = b_t[t]
 
 
-def _segment_states(dt, dtu, A, Bt, x0, work):
-    """Decays dA and states X (batch, S, D, N) of one segment entered with state x0, written into
-    the reusable buffers ``work`` (3, batch, >= S, D, N)."""
-    S = dt.shape[1]
-    dA = torch.mul(dt[..., None], A, out=work[0, :, :S]).exp_()
-    X = torch.mul(dtu[..., None], Bt[:, :, None, :], out=work[1, :, :S])  # delta B u -> x_t
-    _scan_(dA, X, x0, reverse=False)
-    return dA, X
+class _Workspace:
+    """Three (batch, S, D, N) buffers reused by every segment (decays, states, state gradients),
+    with their per-position views made once. Fresh large allocations are page-faulted in one page
+    at a time, which on CPU costs more than the arithmetic done in them."""
 
+    def __init__(self, dt, A, S):
+        self.buf = dt.new_empty(3, dt.shape[0], min(S, dt.shape[1]), dt.shape[2], A.shape[1])
+        self.views = [b.unbind(1) for b in self.buf]
 
-def _workspace(dt, A, S):
-    """Buffers reused by every segment: fresh large allocations are page-faulted in one page at
-    a time, which on CPU costs more than the arithmetic done in them."""
-    return dt.new_empty(3, dt.shape[0], min(S, dt.shape[1]), dt.shape[2], A.shape[1])
+    def segment_states(self, dt, dtu, A, Bt, x0):
+        """Decays dA and states X (batch, S, D, N) of one segment entered with state x0."""
+        S = dt.shape[1]
+        dA = torch.mul(dt[..., None], A, out=self.buf[0, :, :S]).exp_()
+        X = torch.mul(dtu[..., None], Bt[:, :, None, :], out=self.buf[1, :, :S])  # delta B u -> x_t
+        _scan_(self.views[0][:S], self.views[1][:S], x0, reverse=False)
+        return dA, X
 
 
 class _SelectiveScanCore(torch.autograd.Function):
@@ -66,11 +67,11 @@ class _SelectiveScanCore(torch.autograd.Function):
     @staticmethod
     def forward(ctx, dt, dtu, A, Bt, Ct, x0, S):
         y = dt.new_empty(dt.shape)
-        work = _workspace(dt, A, S)
+        ws = _Workspace(dt, A, S)
         entering, x = [], x0
         for sl in _segments(dt.shape[1], S):
             entering.append(x)
-            _, X = _segment_states(dt[:, sl], dtu[:, sl], A, Bt[:, sl], x, work)
+            _, X = ws.segment_states(dt[:, sl], dtu[:, sl], A, Bt[:, sl], x)
             y[:, sl] = torch.einsum("bldn,bln->bld", X, Ct[:, sl])
             x = X[:, -1].clone()
         zeros = dt.new_zeros(dt.shape[0], dt.shape[2], A.shape[1])
@@ -94,16 +95,17 @@ class _SelectiveScanCore(torch.autograd.Function):
         g_C = torch.empty_like(Ct) if need[4] else None
         carry = g_last  # dLoss/d(state leaving the segment), from later segments
         segments = _segments(dt.shape[1], S)
-        work = _workspace(dt, A, S)
+        ws = _Workspace(dt, A, S)
         for i in range(len(segments) - 1, -1, -1):
             sl, x_in = segments[i], None if (i == 0 and zero_start) else entering[i]
-            dA, X = _segment_states(dt[:, sl], dtu[:, sl], A, Bt[:, sl], x_in, work)
+            dA, X = ws.segment_states(dt[:, sl], dtu[:, sl], A, Bt[:, sl], x_in)
+            Sc = dA.shape[1]
             # dLoss/dX_t through y_t only
-            G = torch.mul(g_y[:, sl, :, None], Ct[:, sl, None, :], out=work[2, :, : dA.shape[1]])
+            G = torch.mul(g_y[:, sl, :, None], Ct[:, sl, None, :], out=ws.buf[2, :, :Sc])
             if carry is not None:
                 G[:, -1] += carry
             # G_t += dA_{t+1} G_{t+1}: a reverse scan whose coefficients are dA shifted by one.
-            _scan_(dA[:, 1:], G[:, :-1], G[:, -1], reverse=True)
+            _scan_(ws.views[0][1:Sc], ws.views[2][: Sc - 1], G[:, -1], reverse=True)
             carry = dA[:, 0] * G[:, 0]  # dLoss/d(state entering this segment)
             if need[1]:
                 g_dtu[:, sl] = torch.einsum("bldn,bln->bld", G, Bt[:, sl])
@@ -165,7 +167,7 @@ def _finish(y, u, D, z):
 
 
 def _segment_size(elements_per_position: int) -> int:
-    return max(1, (1 << 21) // elements_per_position)  # 2M elements: 8 MB per fp32 buffer
+    return max(1, (1 << 20) // elements_per_position)  # 1M elements: 4 MB per fp32 buffer
 
 
 def selective_scan(
@@ -174,7 +176,7 @@ def selective_scan(
 ):
     """Chunked selective scan; same arguments and results as :func:`selective_scan_ref`.
 
-    ``segment_size``: positions per cache-sized segment (default: 2M elements of (batch, S, D, N)).
+    ``segment_size``: positions per cache-sized segment (default: 1M elements of (batch, S, D, N)).
 
     Returns y (batch, D, L), and the last state (batch, D, N) if ``return_last_state``.
     """

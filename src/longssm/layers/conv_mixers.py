@@ -32,7 +32,7 @@ class _ConvSSMMixer(nn.Module):
         super().__init__()
         self.d_model = d_model
         self.conv = conv
-        self.out = nn.Linear(d_model, 2 * d_model)
+        self.out_proj = nn.Linear(d_model, 2 * d_model)
 
     def _check_state(self, state, batch):
         if state is not None:
@@ -44,12 +44,12 @@ class _ConvSSMMixer(nn.Module):
         check_seq("x", x, self.d_model)
         s = self._check_state(state, x.shape[0])
         y, s = self.conv(x.transpose(1, 2), s)  # (batch, d_model, L)
-        return F.glu(self.out(F.gelu(y.transpose(1, 2))), dim=-1), self.state_type(s)
+        return F.glu(self.out_proj(F.gelu(y.transpose(1, 2))), dim=-1), self.state_type(s)
 
     def step(self, x_t: torch.Tensor, state):
         check_token("x_t", x_t, self.d_model)
         y, s = self.conv.step(x_t, self._check_state(state, x_t.shape[0]))
-        return F.glu(self.out(F.gelu(y)), dim=-1), self.state_type(s)
+        return F.glu(self.out_proj(F.gelu(y)), dim=-1), self.state_type(s)
 
     def init_state(self, batch_size: int, *, device=None, dtype=None):
         return self.state_type(self.conv.init_state(batch_size, device=device, dtype=dtype))

@@ -44,6 +44,7 @@ class SelectiveSSM(nn.Module):
         self.conv = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner)
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner)
+        self.dt_proj._no_reinit = True  # its own init below (Mamba section 3.6), kept by models
         nn.init.uniform_(self.dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
         log_dt = torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
         dt = torch.exp(log_dt).clamp(min=dt_init_floor)
