@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import longssm
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from longssm.evaluation.bench_kernels import BenchConfig, run
 
     cfg = BenchConfig.quick() if args.quick else BenchConfig()
@@ -23,6 +24,19 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _commands():
+    from longssm.cli import commands
+
+    return commands
+
+
+def _add_run_options(p):
+    p.add_argument("--config", help="TOML run file with [model], [data] and [train] tables")
+    p.add_argument("--preset", help="model preset (see `longssm presets`); overrides [model].preset")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. --set train.lr=3e-4 (repeatable; values in TOML syntax)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="longssm",
@@ -30,19 +44,74 @@ def build_parser() -> argparse.ArgumentParser:
                     "LongSSM carried states and SMR.",
     )
     parser.add_argument("--version", action="version", version=f"longssm {longssm.__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    bench = commands.add_parser(
-        "bench", help="benchmark kernels against their alternatives",
-        description="Time our kernels and layers against the real alternatives side by side in "
-                    "one process (warm-ups, then medians), print a table and write JSON.",
-    )
-    bench.add_argument("suite", choices=["kernels"], help="which benchmark suite to run")
-    bench.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
-    bench.add_argument("--warmup", type=int, default=None, help="warm-up runs per case (default 3)")
-    bench.add_argument("--repeats", type=int, default=None, help="timed runs per case, median reported (default 5)")
-    bench.add_argument("--out", default="results/bench_kernels.json", help="JSON output path")
-    bench.set_defaults(func=_bench)
+    p = sub.add_parser("train", help="train a language model",
+                       description="Train a language model from a run file and/or presets and overrides. "
+                                   "Under torchrun, each process trains on its own rows (DDP).")
+    _add_run_options(p)
+    p.add_argument("--resume", action="store_true", help="continue exactly from the newest checkpoint in train.out_dir")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=lambda a: _commands().cmd_train(a))
+
+    p = sub.add_parser("eval", help="validation loss of a checkpoint at given lengths",
+                       description="Mean loss (nats/token) and perplexity in two modes: 'zero' (independent "
+                                   "windows from the zero state) and 'streaming' (state carried across windows).")
+    p.add_argument("checkpoint", help="checkpoint folder or run folder")
+    p.add_argument("--data", nargs="*", help="text sources (default: the run's validation split)")
+    p.add_argument("--lengths", type=int, nargs="+", default=[256], help="evaluation window lengths")
+    p.add_argument("--modes", nargs="+", default=["zero", "streaming"], choices=["zero", "streaming"])
+    p.add_argument("--batch", type=int, default=8, help="parallel streams / windows per batch")
+    p.add_argument("--max-tokens", type=int, default=None, help="evaluate at most this many tokens")
+    p.add_argument("--out", help="write the results as JSON here")
+    p.set_defaults(func=lambda a: _commands().cmd_eval(a))
+
+    p = sub.add_parser("generate", help="sample text from a checkpoint (streamed)",
+                       description="The prompt runs through the parallel forward, then one recurrent step per token.")
+    p.add_argument("checkpoint", help="checkpoint folder or run folder")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--stop", nargs="*", help="stop strings (their first token stops generation)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=lambda a: _commands().cmd_generate(a))
+
+    p = sub.add_parser("data", help="data utilities")
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    q = dsub.add_parser("prepare", help="tokenise a corpus into a memory-mapped shard",
+                        description="Tokenise files, folders, globs, hf:NAME or 'embedded' into OUT "
+                                    "(tokens.bin, doc_starts.npy, manifest.json, tokenizer.json for BPE).")
+    q.add_argument("source", nargs="+")
+    q.add_argument("--out", required=True)
+    q.add_argument("--tokenizer", default="byte", help="byte, bpe, or a tokenizer.json path")
+    q.add_argument("--bpe-vocab-size", type=int, default=8192)
+    q.set_defaults(func=lambda a: _commands().cmd_data_prepare(a))
+
+    p = sub.add_parser("presets", help="list model presets with parameter counts")
+    p.set_defaults(func=lambda a: _commands().cmd_presets(a))
+
+    p = sub.add_parser("info", help="describe a checkpoint")
+    p.add_argument("checkpoint")
+    p.set_defaults(func=lambda a: _commands().cmd_info(a))
+
+    p = sub.add_parser("demo", help="train tiny-hybrid on the embedded corpus, evaluate, sample",
+                       description="The README's main job: about 5 minutes on 2 CPU cores.")
+    p.add_argument("--out-dir", default="runs/demo")
+    p.add_argument("--minutes", type=float, default=4.0, help="training time budget")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a run config value")
+    p.set_defaults(func=lambda a: __import__("longssm.cli.demo", fromlist=["demo"]).demo(a.out_dir, a.minutes, a.set or []))
+
+    p = sub.add_parser("bench", help="benchmark kernels against their alternatives",
+                       description="Time our kernels and layers against the real alternatives side by side in "
+                                   "one process (warm-ups, then interleaved medians), print a table and write JSON.")
+    p.add_argument("suite", choices=["kernels"], help="which benchmark suite to run")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up runs per case (default 3)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per case, median reported (default 5)")
+    p.add_argument("--out", default="results/bench_kernels.json", help="JSON output path")
+    p.set_defaults(func=_bench)
     return parser
 
 
@@ -52,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     # imported by a command; export THP_MEM_ALLOC_ENABLE=0 to opt out.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from longssm.training.checkpoint import CheckpointError
+
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, CheckpointError, ImportError) as e:
+        print(f"longssm: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import glob
 import hashlib
 import inspect
 import importlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -86,21 +87,38 @@ EMBEDDED_MODULES = (
     "signal smtplib socket socketserver sqlite3 ssl stat statistics string struct subprocess symtable "
     "sys tarfile tempfile textwrap threading time timeit token tokenize trace traceback types typing "
     "unittest urllib.parse urllib.request uuid warnings wave weakref xml.dom xml.etree.ElementTree "
-    "zipfile zlib"
+    "zipfile zlib asyncio.events asyncio.tasks asyncio.streams asyncio.queues asyncio.locks "
+    "asyncio.base_events collections.abc email.message email.utils email.policy http.cookiejar "
+    "http.cookies importlib.metadata importlib.resources logging.handlers multiprocessing.pool "
+    "multiprocessing.connection unittest.case unittest.mock xml.sax xmlrpc.client xmlrpc.server "
+    "pydoc pdb bdb cmd code codeop contextvars graphlib tomllib zipimport zoneinfo tracemalloc "
+    "sysconfig runpy pkgutil modulefinder netrc nntplib mailcap imghdr sndhdr telnetlib"
 ).split()
 
 
-def _module_text(name: str) -> str:
-    module = importlib.import_module(name)
-    parts = [f"Module {name}\n\n{inspect.getdoc(module) or ''}"]
-    for attr in sorted(vars(module)):
-        if attr.startswith("_"):
+def _documented(owner, prefix: str, module: str, depth: int) -> list[str]:
+    """Docstrings of the public classes and functions defined in ``module`` (and of the classes'
+    own methods), depth-first in name order."""
+    parts = []
+    for attr in sorted(vars(owner)):
+        obj = vars(owner)[attr]
+        if attr.startswith("_") or not (inspect.isclass(obj) or inspect.isroutine(obj)):
             continue
-        obj = getattr(module, attr)
-        if (inspect.isclass(obj) or inspect.isroutine(obj)) and getattr(obj, "__module__", None) == name:
-            doc = inspect.getdoc(obj)
-            if doc:
-                parts.append(f"{name}.{attr}\n\n{doc}")
+        if getattr(obj, "__module__", module) != module:
+            continue
+        doc = inspect.getdoc(obj)
+        if doc:
+            parts.append(f"{prefix}.{attr}\n\n{doc}")
+        if depth and inspect.isclass(obj):
+            parts += _documented(obj, f"{prefix}.{attr}", module, depth - 1)
+    return parts
+
+
+def _module_text(name: str) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = importlib.import_module(name)
+        parts = [f"Module {name}\n\n{inspect.getdoc(module) or ''}"] + _documented(module, name, name, 1)
     return "\n\n".join(parts) + "\n"
 
 

@@ -1,0 +1,136 @@
+"""Implementations of the ``longssm`` commands: thin layers over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from longssm.configs import apply_overrides, load_toml
+
+
+def run_config(args):
+    from longssm.training.config import resolve
+
+    raw = load_toml(args.config) if args.config else {}
+    if getattr(args, "preset", None):
+        raw.setdefault("model", {})["preset"] = args.preset
+    return resolve(apply_overrides(raw, args.set or []))
+
+
+def cmd_train(args) -> int:
+    from longssm.training.loop import train
+
+    cfg = run_config(args)
+    metrics = train(cfg, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps(metrics))
+    return 0
+
+
+def load_model(path: str):
+    """Model, tokenizer and record from a checkpoint (verified)."""
+    from longssm.data import tokenizer_from_json
+    from longssm.models import LanguageModel, ModelConfig
+    from longssm.training import checkpoint as ckpt
+
+    folder = ckpt.find_checkpoint(path)
+    record = ckpt.read_record(folder)
+    ckpt.verify(folder, record, files=("model.safetensors",))
+    model = LanguageModel(ModelConfig.from_dict(record["model_config"]))
+    ckpt.load_weights(folder, model)
+    return model.eval(), tokenizer_from_json(record["tokenizer"]), record, folder
+
+
+def cmd_eval(args) -> int:
+    from longssm.data import Shard, read_documents, write_shard
+    from longssm.evaluation.perplexity import evaluate
+
+    model, tokenizer, record, _ = load_model(args.checkpoint)
+    if args.data:
+        import tempfile
+
+        tmp = tempfile.mkdtemp(prefix="longssm-eval-")
+        write_shard(read_documents(args.data), tokenizer, tmp)
+        tokens = Shard.load(tmp).tokens
+    else:
+        from longssm.data.prepare import prepare_splits
+        from longssm.training.config import resolve
+
+        cfg = resolve(record["config"])
+        tokens = prepare_splits(cfg.data, Path(cfg.train.out_dir) / "data")[1].tokens
+    results = []
+    for mode in args.modes:
+        for L in args.lengths:
+            r = evaluate(model, tokens, L, mode, batch=args.batch, max_tokens=args.max_tokens)
+            results.append(r)
+            print(f"{mode:>9} L={L:<6} loss {r['loss']:.4f} nats/token  ppl {r['perplexity']:.3f}  ({r['tokens']:,} tokens)")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from longssm.models import generate
+
+    model, tokenizer, _, _ = load_model(args.checkpoint)
+    ids = tokenizer.encode(args.prompt)
+    if not ids:
+        raise SystemExit("the prompt is empty after tokenisation; give at least one character")
+    g = torch.Generator().manual_seed(args.seed)
+    print(args.prompt, end="", flush=True)
+    pending: list[int] = []
+
+    def stream(tok):  # print as soon as the pending ids decode to complete characters
+        pending.append(int(tok[0]))
+        text = tokenizer.decode(pending)
+        if "\ufffd" not in text or len(pending) > 8:
+            print(text, end="", flush=True)
+            pending.clear()
+
+    stops = [tokenizer.encode(s)[0] for s in args.stop] if args.stop else []
+    generate(model, torch.tensor([ids]), args.max_new_tokens, temperature=args.temperature,
+             top_k=args.top_k, top_p=args.top_p, stop_tokens=stops, generator=g, on_token=stream)
+    print(tokenizer.decode(pending))
+    return 0
+
+
+def cmd_data_prepare(args) -> int:
+    from longssm.data import read_documents, write_shard
+    from longssm.data.prepare import make_tokenizer
+
+    docs = list(read_documents(args.source))
+    tokenizer = make_tokenizer(args.tokenizer, docs, args.bpe_vocab_size)
+    out = Path(args.out)
+    manifest = write_shard(docs, tokenizer, out)
+    if hasattr(tokenizer, "save"):
+        tokenizer.save(str(out / "tokenizer.json"))
+    print(f"{manifest['tokens']:,} tokens from {manifest['documents']} documents -> {out} "
+          f"(tokenizer {manifest['tokenizer_hash']}, {manifest['replaced_bytes']} invalid UTF-8 sequences replaced)")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from longssm.models import PRESETS, LanguageModel, count_parameters, get_preset
+
+    print(f"{'preset':<18} {'params':>10}  {'d_model':>7} {'layers':>6}  mixers")
+    for name in PRESETS:
+        cfg = get_preset(name)
+        with torch.device("meta"):
+            n = count_parameters(LanguageModel(cfg))
+        mix = ",".join(sorted(set(cfg.mixers)))
+        print(f"{name:<18} {n / 1e6:>9.1f}M  {cfg.d_model:>7} {cfg.n_layer:>6}  {mix} (vocab {cfg.vocab_size})")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from longssm.models import count_parameters
+
+    model, tokenizer, record, folder = load_model(args.checkpoint)
+    print(f"checkpoint {folder}\nstep {record['step']}  parameters {count_parameters(model):,}  "
+          f"vocab {tokenizer.vocab_size}\nmetrics {json.dumps(record.get('metrics', {}))}")
+    print("config " + json.dumps(record["config"], indent=1))
+    return 0
+
+

@@ -1,0 +1,71 @@
+"""From a [data] config to train/valid token shards and the tokenizer (prepared once, reused)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+from longssm.data.corpus import Document, read_documents
+from longssm.data.shards import MANIFEST, Shard, write_shard
+from longssm.data.tokenizers import BPETokenizer, ByteTokenizer, Tokenizer
+
+HOLDOUT_EVERY = 10  # without explicit validation sources, every 10th document is held out
+
+
+def make_tokenizer(spec: str, train_docs: list[Document], bpe_vocab_size: int) -> Tokenizer:
+    if spec == "byte":
+        return ByteTokenizer()
+    if spec == "bpe":
+        return BPETokenizer.train((d.text for d in train_docs), bpe_vocab_size)
+    if Path(spec).is_file():
+        return BPETokenizer.from_file(spec)
+    raise ValueError(f"data.tokenizer must be 'byte', 'bpe' or a tokenizer.json path, got {spec!r}")
+
+
+def _split(docs: list[Document]) -> tuple[list[Document], list[Document]]:
+    """Hold out every HOLDOUT_EVERY-th document; a lone document is split at 90% of its text."""
+    if len(docs) >= 2:
+        valid = docs[HOLDOUT_EVERY - 1 :: HOLDOUT_EVERY] or docs[-1:]
+        return [d for d in docs if d not in valid], valid
+    (doc,) = docs
+    cut = int(len(doc.text) * 0.9)
+    return ([Document(doc.name + "[:90%]", doc.text[:cut], doc.sha256, doc.replaced)],
+            [Document(doc.name + "[90%:]", doc.text[cut:], doc.sha256, 0)])
+
+
+def _is_shard(source: str) -> bool:
+    return (Path(source) / MANIFEST).exists()
+
+
+def prepare_splits(data_cfg, cache_dir: str | Path,
+                   log: Callable[[str], None] = print) -> tuple[Shard, Shard]:
+    """Train and valid shards for ``data_cfg`` under ``cache_dir`` (reused when the config matches)."""
+    cache = Path(cache_dir)
+    if len(data_cfg.train) == 1 and _is_shard(data_cfg.train[0]):
+        train = Shard.load(data_cfg.train[0])
+        if not data_cfg.valid or not _is_shard(data_cfg.valid[0]):
+            raise ValueError("a prepared training shard needs a prepared validation shard in data.valid")
+        return train, Shard.load(data_cfg.valid[0])
+    key = hashlib.sha256(json.dumps([list(data_cfg.train), list(data_cfg.valid), data_cfg.tokenizer,
+                                     data_cfg.bpe_vocab_size]).encode()).hexdigest()[:12]
+    out = cache / key
+    if (out / "train" / MANIFEST).exists() and (out / "valid" / MANIFEST).exists():
+        return Shard.load(out / "train"), Shard.load(out / "valid")
+    docs = list(read_documents(data_cfg.train))
+    if not docs:
+        raise ValueError(f"the corpus {list(data_cfg.train)} has no documents")
+    if data_cfg.valid:
+        train_docs, valid_docs = docs, list(read_documents(data_cfg.valid))
+    else:
+        train_docs, valid_docs = _split(docs)
+    tokenizer = make_tokenizer(data_cfg.tokenizer, train_docs, data_cfg.bpe_vocab_size)
+    train = write_shard(train_docs, tokenizer, out / "train")
+    valid = write_shard(valid_docs, tokenizer, out / "valid")
+    if train["replaced_bytes"] or valid["replaced_bytes"]:
+        log(f"warning: {train['replaced_bytes'] + valid['replaced_bytes']} invalid UTF-8 sequences "
+            f"were replaced by U+FFFD")
+    log(f"prepared {train['tokens']:,} training and {valid['tokens']:,} validation tokens "
+        f"({train['documents']} + {valid['documents']} documents) in {out}")
+    return Shard.load(out / "train"), Shard.load(out / "valid")

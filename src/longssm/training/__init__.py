@@ -1,0 +1,1 @@
+"""Training: run configs, state-initialisation schemes, the loop, checkpoints, distributed glue."""

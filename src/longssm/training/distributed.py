@@ -1,0 +1,80 @@
+"""Multi-process glue, driven by torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK): gloo on
+CPU, nccl on GPU. Model code stays single-device; this wraps it from the outside."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as tdist
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Distributed":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        d = cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+        if not tdist.is_initialized():
+            tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return d
+
+    def device(self, base: torch.device) -> torch.device:
+        if base.type == "cuda":
+            torch.cuda.set_device(self.local_rank)
+            return torch.device("cuda", self.local_rank)
+        return base
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.world == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.local_rank] if next(model.parameters()).is_cuda else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def no_sync(self, net):
+        return net.no_sync() if self.world > 1 else contextlib.nullcontext()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            value = value.clone()
+            tdist.all_reduce(value)
+            value /= self.world
+        return value
+
+    def gather(self, obj):
+        """Every process's object, in rank order (on rank 0; others get the same list)."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        tdist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self):
+        if self.world > 1:
+            tdist.barrier()
+
+    @contextlib.contextmanager
+    def rank0_first(self):
+        """Rank 0 runs the block first (e.g. prepares data), then the others."""
+        if self.rank != 0:
+            self.barrier()
+        yield
+        if self.rank == 0:
+            self.barrier()
+
+    def log(self, fn):
+        return fn if self.rank == 0 else (lambda *a, **k: None)
+
+    def close(self):
+        if self.world > 1 and tdist.is_initialized():
+            tdist.destroy_process_group()
