@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 
-.PHONY: venv test bench clean
+.PHONY: venv test demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ venv: $(VENV)/.installed
 
 test: venv
 	$(PY) -m pytest -q
+
+demo: venv
+	$(VENV)/bin/longssm demo
 
 bench: venv
 	$(VENV)/bin/longssm bench kernels

@@ -76,3 +76,22 @@ def test_two_processes_match_one(tmp_path, state_init):
     a, b = _losses(one / "metrics.jsonl"), _losses(two / "metrics.jsonl")
     assert len(a) == len(b) == 3
     assert max(abs(x - y) for x, y in zip(a, b)) <= 1e-5
+
+
+def test_example_run_file_resolves():
+    from pathlib import Path
+
+    from longssm.configs import load_toml
+    from longssm.training.config import resolve
+
+    cfg = resolve(load_toml(str(Path(__file__).parent.parent / "configs" / "tiny-hybrid.toml")))
+    assert cfg.model_config(256).mixers == ("h3", "attention", "h3", "h3")
+    assert cfg.train.steps == 1000 and cfg.data.train == ("embedded",)
+
+
+def test_lazy_top_level_exports():
+    import longssm
+
+    assert callable(longssm.generate) and longssm.get_preset("tiny-h3").n_layer == 4
+    with pytest.raises(AttributeError):
+        longssm.nothing

@@ -59,7 +59,7 @@ def cmd_eval(args) -> int:
         from longssm.training.config import resolve
 
         cfg = resolve(record["config"])
-        tokens = prepare_splits(cfg.data, Path(cfg.train.out_dir) / "data")[1].tokens
+        tokens = prepare_splits(cfg.data, cfg.data.cache_dir or Path(cfg.train.out_dir) / "data")[1].tokens
     results = []
     for mode in args.modes:
         for L in args.lengths:

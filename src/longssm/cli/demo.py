@@ -6,7 +6,10 @@ prints validation loss in both evaluation modes next to a unigram baseline, and 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shutil
+import time
 
 import torch
 
@@ -21,18 +24,27 @@ def demo(out_dir: str, minutes: float, overrides: list[str]) -> int:
     from longssm.training.loop import train
 
     raw = {"model": {"preset": "tiny-hybrid"},
-           "data": {"train": ["embedded"], "tokenizer": "byte"},
+           "data": {"train": ["embedded"], "tokenizer": "byte", "cache_dir": f"{out_dir}/data"},
            "train": {"steps": 100_000, "max_minutes": minutes, "batch_size": 16, "seq_len": 256,
                      "lr": 2e-3, "warmup_steps": 100, "eval_every": 0, "eval_batches": 4,
                      "checkpoint_every": 500, "log_every": 20, "out_dir": out_dir}}
     cfg = resolve(apply_overrides(raw, overrides))
-    # The cosine schedule needs a horizon: estimate the steps that fit in the time budget.
-    print(f"training tiny-hybrid for {minutes:g} minutes on the embedded corpus (Python's stdlib docs)")
+    # The cosine schedule needs a horizon in steps: time a few steps, then fit the budget.
+    probe = dataclasses.replace(cfg.train, steps=15, max_minutes=0.0, out_dir=f"{out_dir}/probe",
+                                checkpoint_every=10_000)
+    t0 = time.time()
+    train(dataclasses.replace(cfg, train=probe), progress=False, log=lambda *_: None)
+    per_step = (time.time() - t0) / probe.steps
+    steps = max(50, int(minutes * 60 / per_step * 0.9))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
+    print(f"training tiny-hybrid for {steps} steps (~{minutes:g} minutes) on the embedded corpus "
+          f"(documentation of Python's standard library, byte tokens)")
     metrics = train(cfg)
+    shutil.rmtree(f"{out_dir}/probe", ignore_errors=True)
     from longssm.cli.commands import load_model
 
     model, tokenizer, record, _ = load_model(out_dir)
-    train_shard, valid_shard = prepare_splits(cfg.data, f"{out_dir}/data", log=lambda *_: None)
+    train_shard, valid_shard = prepare_splits(cfg.data, cfg.data.cache_dir, log=lambda *_: None)
     max_tokens = 64 * 1024
     base = unigram_loss(train_shard.tokens, valid_shard.tokens[: max_tokens + 1], tokenizer.vocab_size)
     print(f"\nvalidation ({max_tokens:,} tokens, nats/token; perplexity in brackets), after step {record['step']}:")

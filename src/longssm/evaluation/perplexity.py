@@ -43,7 +43,8 @@ def evaluate(model: LanguageModel, tokens: np.ndarray, eval_len: int, mode: str 
         off = starts + w * eval_len
         win = torch.from_numpy(np.stack([tokens[o: o + eval_len + 1] for o in off]).astype(np.int64)).to(device)
         logits, new_state = model(win[:, :-1], state if mode == "streaming" else None)
-        total += F.cross_entropy(logits.float().flatten(0, 1), win[:, 1:].flatten(), reduction="sum").item()
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, fp64 kept
+        total += F.cross_entropy(logits.flatten(0, 1), win[:, 1:].flatten(), reduction="sum").item()
         count += win[:, 1:].numel()
         state = detach_state(new_state) if mode == "streaming" else None
         if progress:

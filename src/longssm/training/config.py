@@ -27,6 +27,8 @@ class DataConfig:
     """'byte', 'bpe' (trained on the training documents), or a path to a tokenizer.json."""
     bpe_vocab_size: int = 8192
     """Vocabulary size when training a BPE tokenizer."""
+    cache_dir: str = ""
+    """Where prepared shards are kept and reused; empty: <train.out_dir>/data."""
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def train(run: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
         raise ValueError(f"the global batch {cfg.global_batch} must divide across {dist.world} processes")
 
     with dist.rank0_first():
-        train_shard, valid_shard = prepare_splits(run.data, out / "data", log=dist.log(log))
+        train_shard, valid_shard = prepare_splits(run.data, run.data.cache_dir or out / "data", log=dist.log(log))
     tokenizer = train_shard.tokenizer
     model = LanguageModel(run.model_config(tokenizer.vocab_size)).to(device)
     groups = param_groups(model, cfg.lr, cfg.weight_decay)
