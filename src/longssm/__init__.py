@@ -1,7 +1,7 @@
 """longssm: long-context state-space language models (H3, S4D, selective SSMs, LongSSM, SMR).
 
 ``longssm.generate`` and ``longssm.LanguageModel`` are loaded on first use, so that ``import
-longssm`` stays light (the CLI configures torch's allocator before torch is imported).
+longssm`` (and ``longssm --help``) stays light.
 """
 
 __version__ = "0.1.0"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import longssm
@@ -116,10 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Large CPU tensors on transparent huge pages (PyTorch's own switch, read when torch first
-    # allocates): fresh multi-MB buffers then cost far fewer page faults. Set before torch is
-    # imported by a command; export THP_MEM_ALLOC_ENABLE=0 to opt out.
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     args = build_parser().parse_args(argv)
     from longssm.training.checkpoint import CheckpointError
 
