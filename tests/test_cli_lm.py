@@ -95,3 +95,11 @@ def test_lazy_top_level_exports():
     assert callable(longssm.generate) and longssm.get_preset("tiny-h3").n_layer == 4
     with pytest.raises(AttributeError):
         longssm.nothing
+
+
+def test_train_help_lists_every_key_with_its_doc(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "train.state_init = 'zero'" in out and "LongSSM" in out
+    assert "data.tokenizer = 'byte'" in out and "model.mixers" in out and "model.vocab_size" not in out

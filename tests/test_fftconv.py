@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from longssm.kernels import fftconv, fftconv_ref, next_fast_len
 from conftest import assert_close
@@ -70,3 +72,14 @@ def test_bad_inputs():
         fftconv(torch.ones(1, 3, 8, dtype=torch.long), torch.randn(3, 4))
     with pytest.raises(ValueError, match="D must have shape"):
         fftconv(u, torch.randn(3, 4), torch.randn(4))
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(1, 3), H=st.integers(1, 5), L=st.integers(1, 70), data=st.data())
+def test_fftconv_property_any_shape(batch, H, L, data):
+    Lk = data.draw(st.integers(1, L))
+    g = torch.Generator().manual_seed(L * 131 + Lk)
+    u = torch.randn(batch, H, L, dtype=torch.float64, generator=g)
+    k = torch.randn(H, Lk, dtype=torch.float64, generator=g)
+    block = data.draw(st.one_of(st.none(), st.integers(1, H)))
+    assert_close(fftconv(u, k, channel_block=block), fftconv_ref(u, k), 1e-12, f"L={L} Lk={Lk}")

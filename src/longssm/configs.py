@@ -110,3 +110,29 @@ def load_toml(path: str) -> dict[str, Any]:
         raise FileNotFoundError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: not valid TOML: {e}") from None
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The docstring line written under each field of a config dataclass (read from its source)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def describe(cls, section: str, skip: tuple[str, ...] = ()) -> str:
+    """Help text: one line per field, ``section.name = default  doc``."""
+    lines = []
+    for f in (f for f in dataclasses.fields(cls) if f.name not in skip):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        lines.append(f"  {section}.{f.name} = {default!r}\n      {field_docs(cls).get(f.name, '')}")
+    return "\n".join(lines)

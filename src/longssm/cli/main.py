@@ -29,6 +29,17 @@ def _commands():
     return commands
 
 
+def _config_help() -> str:
+    from longssm.configs import describe
+    from longssm.models import ModelConfig
+    from longssm.training.config import DataConfig, TrainConfig
+
+    return ("configuration keys (TOML run file tables, or --set section.key=value):\n"
+            "  model.preset = 'tiny-hybrid'\n      a preset from `longssm presets`; other model keys override it\n"
+            + describe(ModelConfig, "model", skip=("vocab_size",)) + "\n" + describe(DataConfig, "data") + "\n"
+            + describe(TrainConfig, "train"))
+
+
 def _add_run_options(p):
     p.add_argument("--config", help="TOML run file with [model], [data] and [train] tables")
     p.add_argument("--preset", help="model preset (see `longssm presets`); overrides [model].preset")
@@ -45,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"longssm {longssm.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("train", help="train a language model",
+    p = sub.add_parser("train", help="train a language model", epilog=_config_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train a language model from a run file and/or presets and overrides. "
                                    "Under torchrun, each process trains on its own rows (DDP).")
     _add_run_options(p)

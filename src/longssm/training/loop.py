@@ -102,6 +102,7 @@ def train(run: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
         dist.log(log)(f"model: {count_parameters(model):,} parameters, mixers {model.config.mixers}; "
                       f"{cfg.global_batch} x {cfg.seq_len} tokens per step, state_init={cfg.state_init}")
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress or dist.rank != 0, unit="step", dynamic_ncols=True)
+    say = bar.write if progress else dist.log(log)  # messages that do not break the bar
     t_start, t_last, last = time.time(), time.time(), {}
     for step in range(start, cfg.steps):
         for g in optimizer.param_groups:
@@ -147,11 +148,11 @@ def train(run: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
             if dist.rank == 0:
                 with open(metrics_file, "a") as f:
                     f.write(json.dumps({"step": done, "val_loss": ev["loss"]}) + "\n")
-                bar.write(f"step {done}: val loss {ev['loss']:.4f} (ppl {ev['perplexity']:.2f})")
+                say(f"step {done}: val loss {ev['loss']:.4f} (ppl {ev['perplexity']:.2f})")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_time:
             _save(out, done, model, optimizer, states, run, tokenizer, last, dist, cfg.keep_checkpoints)
         if out_of_time:
-            bar.write(f"stopping after {cfg.max_minutes} minutes at step {done}")
+            say(f"stopping after {cfg.max_minutes} minutes at step {done}")
             break
     bar.close()
     dist.close()
