@@ -103,7 +103,7 @@ def train(run: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
                       f"{cfg.global_batch} x {cfg.seq_len} tokens per step, state_init={cfg.state_init}")
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress or dist.rank != 0, unit="step", dynamic_ncols=True)
     say = bar.write if progress else dist.log(log)  # messages that do not break the bar
-    t_start, t_last, last = time.time(), time.time(), {}
+    t_start, t_last, step_last, last = time.time(), time.time(), start, {}
     for step in range(start, cfg.steps):
         for g in optimizer.param_groups:
             g["lr"] = g["peak_lr"] * lr_at(step, cfg)
@@ -132,11 +132,11 @@ def train(run: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
         bar.update(1)
         now = time.time()
         if done % cfg.log_every == 0 or done == cfg.steps:
-            tok_s = cfg.log_every * cfg.global_batch * cfg.seq_len / max(now - t_last, 1e-9)
+            tok_s = (done - step_last) * cfg.global_batch * cfg.seq_len / max(now - t_last, 1e-9)
             last = {"step": done, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
                     "grad_norm": grad_norm, "tokens_per_s": tok_s, "elapsed_s": now - t_start}
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{last['lr']:.2e}", tok_s=f"{tok_s:,.0f}")
-            t_last = now
+            t_last, step_last = now, done
             if dist.rank == 0:
                 with open(metrics_file, "a") as f:
                     f.write(json.dumps(last) + "\n")
