@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a run config value")
     p.set_defaults(func=lambda a: __import__("longssm.cli.demo", fromlist=["demo"]).demo(a.out_dir, a.minutes, a.set or []))
 
+    from longssm.cli.synthetics import add_parser as add_synthetics
+
+    add_synthetics(sub)
+
     p = sub.add_parser("bench", help="benchmark kernels against their alternatives",
                        description="Time our kernels and layers against the real alternatives side by side in "
                                    "one process (warm-ups, then interleaved medians), print a table and write JSON.")
