@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", nargs="+", help="s4d h3 attention mamba hybrid h3-shift-only h3-diag-only h3-no-gate")
     p.add_argument("--seeds", type=int, nargs="+")
     p.add_argument("--quick", action="store_true", help="H3, S4D, attention; both tasks; seed 0")
-    p.add_argument("--max-epochs", type=int, default=200)
+    p.add_argument("--max-epochs", type=int, default=400)
     p.add_argument("--d-model", type=int, nargs="+", default=[32], help="widths (MQAR sweeps 64 128 256)")
     p.add_argument("--seq-len", type=int, default=None, help="MQAR sequence length (64, 128, 256)")
     p.add_argument("--pairs", type=int, default=8, help="MQAR key-value pairs")
