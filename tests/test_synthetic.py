@@ -70,3 +70,15 @@ def test_synthetics_command_writes_records(tmp_path, capsys):
     assert rec["task"] == "associative_recall" and rec["model"] == "h3-no-gate" and rec["epochs"] == 1
     assert 0 <= rec["test_accuracy"] <= 100
     assert "associative_recall | h3-no-gate" in out.with_suffix(".md").read_text()
+
+
+def test_synthetics_parallel_jobs(tmp_path):
+    import json
+
+    from longssm.cli.main import main
+
+    out = tmp_path / "syn.json"
+    assert main(["synthetics", "--task", "associative_recall", "--model", "h3-diag-only", "s4d", "--seeds", "1",
+                 "--max-epochs", "1", "--jobs", "2", "--out", str(out)]) == 0
+    recs = json.loads(out.read_text())
+    assert sorted(r["model"] for r in recs) == ["h3-diag-only", "s4d"] and all(r["seed"] == 1 for r in recs)
