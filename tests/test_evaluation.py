@@ -2,7 +2,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from longssm.evaluation.perplexity import evaluate, unigram_loss
 from test_models import small_model

@@ -1,10 +1,8 @@
 """Training: exact resume, carried states, NaN handling, checkpoints, config errors."""
 
 import json
-import shutil
 
 import pytest
-import torch
 
 from longssm.training import checkpoint as ckpt
 from longssm.training.config import resolve

@@ -124,7 +124,7 @@ def fftconv_ref(u: torch.Tensor, k: torch.Tensor, D: torch.Tensor | None = None)
     """The direct O(L^2) sum, the oracle for :func:`fftconv`: builds the causal Toeplitz matrix
     ``T[h, t, s] = k[h, t - s]`` (zero outside ``0 <= t - s < Lk``) and applies it."""
     _check(u, k, D)
-    H, L = u.shape[1], u.shape[2]
+    L = u.shape[2]
     Lk = k.shape[1]
     lag = torch.arange(L, device=u.device)[:, None] - torch.arange(L, device=u.device)[None, :]
     valid = (lag >= 0) & (lag < Lk)  # (L, L)
