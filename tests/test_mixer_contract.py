@@ -21,6 +21,7 @@ MIXERS = {
     "s4d-zoh-lin": lambda: S4D(D_MODEL, 8),
     "s4d-bilinear-inv": lambda: S4D(D_MODEL, 8, init="inv", discretization="bilinear", chunk_size=5),
     "shift": lambda: ShiftSSM(D_MODEL, 6),
+    "s4d-linear-out": lambda: S4D(D_MODEL, 8, postact="linear"),
     "h3": lambda: H3(D_MODEL, 8, shift_state=6),
     "h3-heads-chunked": lambda: H3(D_MODEL, 8, head_dim=2, shift_state=6, chunk_size=7),
     "h3-shift-only": lambda: H3(D_MODEL, 8, shift_state=6, use_diag=False),
@@ -164,3 +165,10 @@ def test_h3_state_layout():
     s = h3.init_state(3, dtype=torch.float64)
     assert isinstance(s, H3State)
     assert s.shift.shape == (3, D_MODEL, 6) and s.ssm.shape == (3, 2, 2, 4, 4) and s.ssm.dtype == torch.complex128
+
+
+def test_s4d_output_options():
+    assert S4D(D_MODEL, 8, postact="linear").out_proj.out_features == D_MODEL
+    assert S4D(D_MODEL, 8).out_proj.out_features == 2 * D_MODEL
+    with pytest.raises(ValueError, match="postact"):
+        S4D(D_MODEL, 8, postact="relu")

@@ -23,9 +23,11 @@ from longssm.models import LanguageModel, ModelConfig
 
 _H3 = {"d_state": 64, "head_dim": 1}
 #: Rows of the table: mixers per layer and options. Attention gets learned positions and 1 head
-#: (the paper's baseline); the SSM rows need no positional embedding.
+#: (the paper's baseline); the SSM rows need no positional embedding. S4D is configured as in the
+#: reference configs (safari model/layer/s4d.yaml): S4D-Inv, ZOH, a plain linear output (no GLU).
+#: Every SSM's own learning rate is min(1e-3, lr), as there.
 MODELS = {
-    "s4d": (("s4d", "s4d"), {"s4d": {"d_state": 64}}, "none"),
+    "s4d": (("s4d", "s4d"), {"s4d": {"d_state": 64, "init": "inv", "postact": "linear"}}, "none"),
     "h3": (("h3", "h3"), {"h3": _H3}, "none"),
     "attention": (("attention", "attention"), {"attention": {"n_heads": 1, "use_rotary": False}}, "learned"),
     "mamba": (("mamba", "mamba"), {"mamba": {"d_state": 16}}, "none"),
@@ -54,10 +56,12 @@ class SyntheticConfig:
     patience: int = 3  # epochs at 100% test accuracy before stopping
 
 
-def model_config(model: str, vocab_size: int, seq_len: int, d_model: int) -> ModelConfig:
+def model_config(model: str, vocab_size: int, seq_len: int, d_model: int, lr: float = 5e-4) -> ModelConfig:
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
     mixers, options, pos = MODELS[model]
+    ssm_lr = min(1e-3, lr)
+    options = {name: ({**opts, "ssm_lr": ssm_lr} if name in ("h3", "s4d") else opts) for name, opts in options.items()}
     return ModelConfig(vocab_size=vocab_size, d_model=d_model, n_layer=2, mixers=mixers,
                        mixer_options=options, mlp_ratio=4.0, pos_embedding=pos, max_seq_len=seq_len)
 
@@ -79,7 +83,7 @@ def run_cell(task: TaskData, model_name: str, seed: int, cfg: SyntheticConfig, o
     """Train one model on one task with one seed; returns the record for results/synthetics.json."""
     torch.manual_seed(seed)
     seq_len = task.train.shape[1] - 1
-    model = LanguageModel(model_config(model_name, task.vocab_size, seq_len, cfg.d_model))
+    model = LanguageModel(model_config(model_name, task.vocab_size, seq_len, cfg.d_model, cfg.lr))
     model.drop.p = cfg.embed_dropout  # dropout on the embedding only (residual dropout 0)
     groups = param_groups(model, cfg.lr, cfg.weight_decay)
     for grp in groups:
