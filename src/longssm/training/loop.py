@@ -21,6 +21,7 @@ from longssm.data import ConsecutiveStreams, RandomWindows
 from longssm.data.prepare import prepare_splits
 from longssm.evaluation.perplexity import evaluate
 from longssm.layers import param_groups
+from longssm.layers.state import map_tensors
 from longssm.models import LanguageModel, count_parameters, reset_rows
 from longssm.training import checkpoint as ckpt
 from longssm.training.config import RunConfig
@@ -160,8 +161,6 @@ def train(run: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
 
 
 def _to(state, device):
-    from longssm.layers.state import map_tensors
-
     return map_tensors(lambda t: t.to(device), state)
 
 
