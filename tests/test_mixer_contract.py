@@ -175,3 +175,16 @@ def test_s4d_output_options():
     assert S4D(D_MODEL, 8).out_proj.out_features == 2 * D_MODEL
     with pytest.raises(ValueError, match="postact"):
         S4D(D_MODEL, 8, postact="relu")
+
+
+def test_attention_dropout_only_in_training():
+    attn = Attention(D_MODEL, 2, dropout=0.5).double()
+    x = torch.randn(2, 9, D_MODEL, dtype=torch.float64)
+    plain = Attention(D_MODEL, 2).double()
+    plain.load_state_dict(attn.state_dict())
+    attn.eval()
+    assert torch.equal(attn(x)[0], plain(x)[0])  # evaluation: no dropout, same function
+    attn.train()
+    assert not torch.allclose(attn(x)[0], plain(x)[0])
+    with pytest.raises(ValueError, match="dropout"):
+        Attention(D_MODEL, 2, dropout=1.0)

@@ -23,3 +23,15 @@ def test_groups_follow_hints():
 def test_unknown_hint_is_an_error():
     with pytest.raises(ValueError, match="unknown optimiser hints"):
         set_optim(torch.nn.Parameter(torch.zeros(1)), momentum=0.9)
+
+
+def test_embeddings_take_no_weight_decay():
+    from longssm.models import LanguageModel, ModelConfig
+
+    model = LanguageModel(ModelConfig(vocab_size=11, d_model=16, n_layer=1, mixers=("attention",),
+                                      mixer_options={"attention": {"n_heads": 2}}, pos_embedding="learned",
+                                      max_seq_len=8))
+    by_id = {id(p): g["weight_decay"] for g in param_groups(model, 1e-3, 0.1) for p in g["params"]}
+    assert by_id[id(model.embedding.weight)] == 0.0  # also the tied head
+    assert by_id[id(model.pos_embedding.weight)] == 0.0
+    assert by_id[id(model.blocks[0].mixer.qkv.weight)] == 0.1

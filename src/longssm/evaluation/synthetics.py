@@ -22,6 +22,7 @@ from longssm.layers import param_groups
 from longssm.models import LanguageModel, ModelConfig
 
 _H3 = {"d_state": 64, "head_dim": 1}
+_ATTN = {"n_heads": 1, "use_rotary": False, "dropout": 0.1}  # attention dropout as in the reference
 #: Rows of the table: mixers per layer and options. Attention gets learned positions and 1 head
 #: (the paper's baseline); the SSM rows need no positional embedding. S4D is configured as in the
 #: reference configs (safari model/layer/s4d.yaml): S4D-Inv, ZOH, a plain linear output (no GLU).
@@ -29,9 +30,9 @@ _H3 = {"d_state": 64, "head_dim": 1}
 MODELS = {
     "s4d": (("s4d", "s4d"), {"s4d": {"d_state": 64, "init": "inv", "postact": "linear"}}, "none"),
     "h3": (("h3", "h3"), {"h3": _H3}, "none"),
-    "attention": (("attention", "attention"), {"attention": {"n_heads": 1, "use_rotary": False}}, "learned"),
+    "attention": (("attention", "attention"), {"attention": _ATTN}, "learned"),
     "mamba": (("mamba", "mamba"), {"mamba": {"d_state": 16}}, "none"),
-    "hybrid": (("h3", "attention"), {"h3": _H3, "attention": {"n_heads": 1, "use_rotary": False}}, "none"),
+    "hybrid": (("h3", "attention"), {"h3": _H3, "attention": _ATTN}, "none"),
     "h3-shift-only": (("h3", "h3"), {"h3": {**_H3, "use_diag": False}}, "none"),
     "h3-diag-only": (("h3", "h3"), {"h3": {**_H3, "use_shift": False}}, "none"),
     "h3-no-gate": (("h3", "h3"), {"h3": {**_H3, "use_gate": False}}, "none"),

@@ -4,7 +4,8 @@ Scaled dot-product attention (Vaswani et al. 2017) through ``F.scaled_dot_produc
 optional rotary position embeddings (RoFormer, Su et al. 2021, eq. 34, rotate-half pairing) and an
 optional sliding window: token t attends to tokens s with ``t - window < s <= t``. The cache keeps
 the rotated keys and the values of the last ``window - 1`` tokens (all tokens without a window),
-and the absolute position of the next token for rotary phases.
+and the absolute position of the next token for rotary phases. ``dropout`` drops attention
+probabilities in training mode only (the reference synthetic configs use 0.1).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def rotary(x: torch.Tensor, pos: torch.Tensor, base: float = 10000.0) -> torch.T
 
 class Attention(nn.Module):
     def __init__(self, d_model: int, n_heads: int = 1, *, use_rotary: bool = True,
-                 window: int | None = None, bias: bool = True, rotary_base: float = 10000.0):
+                 window: int | None = None, bias: bool = True, rotary_base: float = 10000.0,
+                 dropout: float = 0.0):
         super().__init__()
         if n_heads < 1 or d_model % n_heads:
             raise ValueError(f"n_heads must be >= 1 and divide d_model={d_model}, got {n_heads}")
@@ -46,7 +48,10 @@ class Attention(nn.Module):
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         if use_rotary and self.head_dim % 2:
             raise ValueError(f"rotary embeddings need an even head_dim, got {self.head_dim}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.use_rotary, self.window, self.rotary_base = use_rotary, window, rotary_base
+        self.dropout = dropout  # on the attention probabilities, in training mode only
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
@@ -63,15 +68,16 @@ class Attention(nn.Module):
         if state is not None:
             k, v = torch.cat([state.k, k], dim=2), torch.cat([state.v, v], dim=2)
         S = k.shape[2] - L  # cached tokens before x
+        p = self.dropout if self.training else 0.0
         if S == 0 and (self.window is None or self.window >= L):
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
         else:
             q_pos = torch.arange(S, S + L, device=x.device)[:, None]
             k_pos = torch.arange(S + L, device=x.device)[None, :]
             mask = k_pos <= q_pos
             if self.window is not None:
                 mask &= k_pos > q_pos - self.window
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         keep = k.shape[2] if self.window is None else min(k.shape[2], self.window - 1)
         cache = KVCache(k[:, :, k.shape[2] - keep:], v[:, :, v.shape[2] - keep:], start + L)
         return self.out_proj(y.transpose(1, 2).reshape(batch, L, self.d_model)), cache

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from longssm.layers import MIXERS
+from longssm.layers import MIXERS, set_optim
 from longssm.layers.state import map_tensors
 from longssm.models.config import ModelConfig
 
@@ -85,6 +85,13 @@ class LanguageModel(nn.Module):
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.head.weight = self.embedding.weight
+        # Embeddings take no weight decay, as in the reference optimiser grouping (state-spaces /
+        # safari optim_groups: nn.Embedding is blacklisted). Decaying them starves a learned position
+        # table whose only gradient is a weak attention signal: 2-layer attention then never forms
+        # the previous-token head the induction-head task needs (11% instead of 100%).
+        for emb in (self.embedding, self.pos_embedding):
+            if emb is not None:
+                set_optim(emb.weight, weight_decay=0.0)
         self._init_weights()
 
     def _init_weights(self):
