@@ -82,3 +82,16 @@ def test_synthetics_parallel_jobs(tmp_path):
                  "--max-epochs", "1", "--jobs", "2", "--out", str(out)]) == 0
     recs = json.loads(out.read_text())
     assert sorted(r["model"] for r in recs) == ["h3-diag-only", "s4d"] and all(r["seed"] == 1 for r in recs)
+
+
+def test_run_cell_stops_on_plateau():
+    from longssm.data.synthetic import make_task
+    from longssm.evaluation.synthetics import SyntheticConfig, run_cell
+
+    task = make_task("associative_recall", 0, n_train=64, n_test=16)
+    cfg = SyntheticConfig(max_epochs=6, warmup_fraction=0.0, plateau=2, min_gain=1000.0)
+    rec = run_cell(task, "attention", 0, cfg)
+    # the first epoch sets the best; no later epoch can beat it by 1000 points
+    assert rec["stopped"] == "plateau" and rec["epochs"] == 3
+    rec = run_cell(task, "attention", 0, SyntheticConfig(max_epochs=2, plateau=0))
+    assert rec["stopped"] == "max_epochs" and rec["epochs"] == 2
