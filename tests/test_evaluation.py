@@ -33,3 +33,45 @@ def test_unigram_loss():
     train = np.array([0, 0, 0, 1])
     # add-one counts: 4, 2, 1 -> p(0) = 4/7
     assert unigram_loss(train, np.array([0]), 3) == pytest.approx(-math.log(4 / 7))
+
+
+def test_cut_streams_never_cross_documents_and_alternate():
+    from longssm.evaluation.perplexity import cut_streams
+
+    docs = [np.arange(0, 35), np.arange(100, 118), np.arange(200, 205)]
+    s = cut_streams(docs, 8)
+    # doc 0 gives 4 pieces of 9 tokens (34 // 8), doc 1 gives 2, doc 2 none: round-robin order
+    assert s.shape == (6, 9)
+    assert [row[0] for row in s] == [0, 100, 8, 108, 16, 24]
+    assert all(np.all(np.diff(row) == 1) for row in s)  # consecutive, inside one document
+    assert cut_streams(docs, 8, max_streams=3).shape == (3, 9)
+    with pytest.raises(ValueError, match="no document"):
+        cut_streams(docs, 64)
+
+
+def test_evaluate_streams_modes_and_orders():
+    from longssm.evaluation.perplexity import evaluate_streams
+
+    model = small_model("h3").double()
+    streams = np.random.default_rng(1).integers(0, 11, (3, 33))
+    whole = evaluate_streams(model, streams, 32, "zero")
+    consecutive = [evaluate_streams(model, streams, L, "streaming")["loss"] for L in (1, 4, 8, 32)]
+    # exact state passing: the same predictions from the same states at every window length
+    assert consecutive == pytest.approx([whole["loss"]] * 4, abs=1e-10)
+    # zero-state windows from hand-cut windows
+    wins = np.concatenate([streams[:, i * 8: i * 8 + 9] for i in range(4)])
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        w = torch.from_numpy(wins)
+        ref = F.cross_entropy(model(w[:, :-1])[0].flatten(0, 1), w[:, 1:].flatten()).item()
+    assert evaluate_streams(model, streams, 8, "zero", tokens_per_forward=16)["loss"] == pytest.approx(ref, abs=1e-10)
+    assert evaluate_streams(model, streams, 8, "zero", "shuffled")["loss"] == pytest.approx(ref, abs=1e-10)
+    shuffled = evaluate_streams(model, streams, 8, "streaming", "shuffled", seed=3)["loss"]
+    assert shuffled != pytest.approx(consecutive[0], abs=1e-6)  # the carried state now comes from elsewhere
+    assert evaluate_streams(model, streams, 32, "streaming", "shuffled")["loss"] == pytest.approx(whole["loss"], abs=1e-12)
+    with pytest.raises(ValueError, match="must divide"):
+        evaluate_streams(model, streams, 5)
+    with pytest.raises(ValueError, match="order"):
+        evaluate_streams(model, streams, 8, "streaming", "reversed")

@@ -65,6 +65,15 @@ def test_forward_equals_steps(mixer):
     same_state(s, state)
 
 
+def test_forward_without_state_is_the_same_output(mixer):
+    x = torch.randn(2, 13, D_MODEL, dtype=torch.float64)
+    s0 = mixer(x[:, :5])[1]
+    for state in (None, s0):
+        y, s = mixer(x, state)
+        y_only, none = mixer(x, state, return_state=False)
+        assert none is None and torch.equal(y_only, y)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_chunked_forward_with_carried_state(mixer, seed):
     rng = random.Random(seed)

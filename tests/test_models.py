@@ -130,3 +130,14 @@ def test_reset_rows_zeroes_only_selected_rows():
         for t, z in zip(layer, fresh.layers[0]):
             assert t[0].abs().max() == 0 and t[2].abs().max() == 0 and t[1].abs().max() > 0
     assert isinstance(s1, ModelState)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_forward_without_state(kind):
+    model = small_model(kind).double()
+    ids = torch.randint(0, 11, (2, 9))
+    logits, state = model(ids)
+    only, none = model(ids, return_state=False)
+    assert none is None and torch.equal(only, logits)
+    cont, _ = model(ids, state, return_state=False)
+    assert torch.equal(cont, model(ids, state)[0])

@@ -107,6 +107,8 @@ def test_ssm_conv_state_passing_matches_recurrence(L, chunk, with_state):
     y_ref, x_ref = ssm_conv_ref(u, dA, dB, C, D, x0)
     assert_close(y, y_ref, 1e-11, "y")
     assert_close(x, x_ref, 1e-11, "final state")
+    y_only, none = ssm_conv(u, dA, dB, C, D, x0, chunk_size=chunk, return_state=False)
+    assert none is None and torch.equal(y_only, y)  # states between chunks are still passed
     w = torch.randn_like(y)
     inputs = (u, D) + ((x0,) if with_state else ())
     loss = lambda y, x: (y * w).sum() + (x.abs() ** 2).sum()

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     from longssm.cli.synthetics import add_parser as add_synthetics
 
     add_synthetics(sub)
+    from longssm.cli.experiment import add_parser as add_experiment
+
+    add_experiment(sub)
 
     p = sub.add_parser("bench", help="benchmark kernels against their alternatives",
                        description="Time our kernels and layers against the real alternatives side by side in "

@@ -42,7 +42,7 @@ def evaluate(model: LanguageModel, tokens: np.ndarray, eval_len: int, mode: str 
     for w in range(per_stream // eval_len):
         off = starts + w * eval_len
         win = torch.from_numpy(np.stack([tokens[o: o + eval_len + 1] for o in off]).astype(np.int64)).to(device)
-        logits, new_state = model(win[:, :-1], state if mode == "streaming" else None)
+        logits, new_state = model(win[:, :-1], state, return_state=mode == "streaming")
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, fp64 kept
         total += F.cross_entropy(logits.flatten(0, 1), win[:, 1:].flatten(), reduction="sum").item()
         count += win[:, 1:].numel()
@@ -60,3 +60,71 @@ def unigram_loss(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: 
     counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size) + 1.0
     logp = np.log(counts / counts.sum())
     return float(-logp[np.asarray(eval_tokens, dtype=np.int64)].mean())
+
+
+ORDERS = ("consecutive", "shuffled")
+
+
+def cut_streams(docs: list[np.ndarray], stream_len: int, max_streams: int | None = None) -> np.ndarray:
+    """Consecutive pieces of ``stream_len + 1`` tokens from each document (never across two),
+    taken round-robin over the documents so a cap keeps every document represented:
+    (n_streams, stream_len + 1). Every evaluation length that divides ``stream_len`` then scores
+    exactly the same tokens."""
+    per_doc = [[d[i * stream_len: (i + 1) * stream_len + 1] for i in range((d.size - 1) // stream_len)] for d in docs]
+    pieces = [p for group in _round_robin(per_doc) for p in group]
+    if not pieces:
+        raise ValueError(f"no document has the {stream_len + 1} tokens one stream needs")
+    return np.stack(pieces[:max_streams]).astype(np.int64)
+
+
+def _round_robin(per_doc):
+    for i in range(max(len(p) for p in per_doc)):
+        yield [p[i] for p in per_doc if i < len(p)]
+
+
+@torch.no_grad()
+def evaluate_streams(model: LanguageModel, streams: np.ndarray, eval_len: int, mode: str = "zero",
+                     order: str = "consecutive", *, seed: int = 0, tokens_per_forward: int = 1 << 16,
+                     device="cpu") -> dict:
+    """Mean NLL (nats/token) over ``streams`` (n, S + 1) cut into windows of ``eval_len`` (divides S).
+
+    ``zero``: every window from the zero state (windows batched freely). ``streaming``: each
+    stream's windows in ``order``, each window starting from the state the previous one left:
+    ``consecutive`` is reading the text; ``shuffled`` visits the windows of every stream in a
+    random order (seeded), so the carried state comes from unrelated text of the same book, the
+    check that a model really uses its state. In zero mode the order changes nothing.
+    """
+    if mode not in MODES or order not in ORDERS:
+        raise ValueError(f"mode must be one of {MODES} and order one of {ORDERS}, got {mode!r}, {order!r}")
+    n, S = streams.shape[0], streams.shape[1] - 1
+    if eval_len < 1 or S % eval_len:
+        raise ValueError(f"eval_len={eval_len} must divide the stream length {S}")
+    W = S // eval_len
+    rng = np.random.default_rng(seed)
+    visit = np.stack([rng.permutation(W) if order == "shuffled" else np.arange(W) for _ in range(n)])  # (n, W)
+    starts = visit * eval_len
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    cols = np.arange(eval_len + 1)
+    if mode == "zero":
+        wins = streams[np.arange(n)[:, None, None], starts[:, :, None] + cols].reshape(n * W, eval_len + 1)
+        per = max(1, tokens_per_forward // eval_len)
+        for chunk in np.array_split(wins, -(-len(wins) // per)):
+            total += _nll(model, torch.from_numpy(chunk).to(device), None, return_state=False)[0]
+    else:
+        state = None
+        for w in range(W):
+            win = torch.from_numpy(streams[np.arange(n)[:, None], starts[:, w, None] + cols]).to(device)
+            nll, state = _nll(model, win, state)
+            total += nll
+            state = detach_state(state)
+    model.train(was_training)
+    loss = total / (n * S)
+    return {"mode": mode, "order": order, "eval_len": eval_len, "loss": loss, "tokens": n * S}
+
+
+def _nll(model, win, state, return_state=True):
+    logits, new_state = model(win[:, :-1], state, return_state=return_state)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(logits.flatten(0, 1), win[:, 1:].flatten(), reduction="sum").item(), new_state

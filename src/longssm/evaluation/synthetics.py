@@ -77,7 +77,7 @@ def accuracy(model: LanguageModel, seqs: torch.Tensor, mask: torch.Tensor, batch
     model.eval()
     right = total = 0
     for s, m in zip(seqs.split(batch), mask.split(batch)):
-        logits, _ = model(s[:, :-1])
+        logits, _ = model(s[:, :-1], return_state=False)
         right += (logits.argmax(-1) == s[:, 1:])[m].sum().item()
         total += m.sum().item()
     model.train()
@@ -109,7 +109,7 @@ def run_cell(task: TaskData, model_name: str, seed: int, cfg: SyntheticConfig, o
             for grp in opt.param_groups:
                 grp["lr"] = grp["peak_lr"] * scale
             step += 1
-            logits, _ = model(s[:, :-1])
+            logits, _ = model(s[:, :-1], return_state=False)
             loss = F.cross_entropy(logits.flatten(0, 1), s[:, 1:].flatten())
             opt.zero_grad(set_to_none=True)
             loss.backward()

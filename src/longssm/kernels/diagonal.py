@@ -89,14 +89,16 @@ def ssm_conv(
     D: torch.Tensor | None = None,
     initial_state: torch.Tensor | None = None,
     chunk_size: int = 4096,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    return_state: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the discrete diagonal SSM over u by FFT convolution with state passing.
 
     The sequence is cut into chunks of ``chunk_size``. Inside a chunk the output is the FFT
     convolution with the (chunk-length) kernel plus the response to the state entering the chunk,
     ``Re(C dA^(t+1) x)``; the state leaving it is ``dA^T x + sum_j dA^(T-1-j) dB u_j``. Both are
     exact (H3 Proposition 2), so memory is bounded by the chunk whatever L is, and a state can be
-    passed in and out. Returns y (batch, H, L) real and the final state (batch, H, N) complex.
+    passed in and out. Returns y (batch, H, L) real and the final state (batch, H, N) complex, or
+    None with ``return_state=False`` (the last chunk's state is then never computed).
     """
     _check_ssm(u, dA, dB, C, D, initial_state)
     L = u.shape[-1]
@@ -107,7 +109,8 @@ def ssm_conv(
     # Without autograd, write chunks into one buffer so peak memory stays ~ input + output.
     y = None if torch.is_grad_enabled() else u.new_empty(u.shape)
     outs, start = [], 0
-    for u_c in u.split(T, dim=-1):
+    chunks = u.split(T, dim=-1)
+    for i, u_c in enumerate(chunks):
         Tc = u_c.shape[-1]
         if Tc not in powers:  # only the last chunk can be shorter
             powers[Tc] = BlockedPowers(dA, Tc)
@@ -115,8 +118,9 @@ def ssm_conv(
         y_c = fftconv(u_c, K[:, :Tc], D)
         if x is not None:
             y_c = y_c + pw.forward(C * x, offset=1)  # response to the entering state
-        x_in = pw.transpose(u_c) * dB  # (batch, H, N): state left by this chunk's input
-        x = x_in if x is None else torch.exp(Tc * pw.log_z) * x + x_in
+        if return_state or i + 1 < len(chunks):
+            x_in = pw.transpose(u_c) * dB  # (batch, H, N): state left by this chunk's input
+            x = x_in if x is None else torch.exp(Tc * pw.log_z) * x + x_in
         if y is None:
             outs.append(y_c)
         else:
@@ -124,7 +128,7 @@ def ssm_conv(
         start += Tc
     if y is None:
         y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
-    return y, x
+    return y, (x if return_state else None)
 
 
 def ssm_conv_ref(u, dA, dB, C, D=None, initial_state=None):

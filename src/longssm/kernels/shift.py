@@ -34,10 +34,11 @@ def _check(u, K, D, window):
         check_shape("state", window, (u.shape[0], u.shape[1], K.shape[1]))
 
 
-def shift_conv(u, K, D=None, window=None):
+def shift_conv(u, K, D=None, window=None, return_state=True):
     """Causal length-N convolution of u with K continuing from ``window`` (None: zeros).
 
-    Returns y (batch, H, L) and the new window (batch, H, N) of the last N inputs, newest first.
+    Returns y (batch, H, L) and the new window (batch, H, N) of the last N inputs, newest first
+    (None with ``return_state=False``).
     """
     _check(u, K, D, window)
     N, L = K.shape[1], u.shape[-1]
@@ -46,6 +47,8 @@ def shift_conv(u, K, D=None, window=None):
     y = fftconv(history, K[:, : min(N, history.shape[-1])])[..., n_hist:]
     if D is not None:
         y = y + D[:, None] * u
+    if not return_state:
+        return y, None
     tail = history[..., -N:].flip(-1)
     new_window = F.pad(tail, (0, N - tail.shape[-1]))  # fewer than N inputs seen: zeros beyond
     return y, new_window

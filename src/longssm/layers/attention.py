@@ -55,7 +55,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
-    def forward(self, x: torch.Tensor, state: KVCache | None = None):
+    def forward(self, x: torch.Tensor, state: KVCache | None = None, *, return_state: bool = True):
         check_seq("x", x, self.d_model)
         batch, L, _ = x.shape
         if state is not None:
@@ -78,9 +78,11 @@ class Attention(nn.Module):
             if self.window is not None:
                 mask &= k_pos > q_pos - self.window
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        out = self.out_proj(y.transpose(1, 2).reshape(batch, L, self.d_model))
+        if not return_state:
+            return out, None
         keep = k.shape[2] if self.window is None else min(k.shape[2], self.window - 1)
-        cache = KVCache(k[:, :, k.shape[2] - keep:], v[:, :, v.shape[2] - keep:], start + L)
-        return self.out_proj(y.transpose(1, 2).reshape(batch, L, self.d_model)), cache
+        return out, KVCache(k[:, :, k.shape[2] - keep:], v[:, :, v.shape[2] - keep:], start + L)
 
     def step(self, x_t: torch.Tensor, state: KVCache):
         """One token; the same computation as ``forward`` on a length-1 sequence."""

@@ -49,11 +49,11 @@ class _ConvSSMMixer(nn.Module):
             return state[0]
         return None
 
-    def forward(self, x: torch.Tensor, state=None):
+    def forward(self, x: torch.Tensor, state=None, *, return_state: bool = True):
         check_seq("x", x, self.d_model)
         s = self._check_state(state, x.shape[0])
-        y, s = self.conv(x.transpose(1, 2), s)  # (batch, d_model, L)
-        return self._out(y.transpose(1, 2)), self.state_type(s)
+        y, s = self.conv(x.transpose(1, 2), s, return_state)  # (batch, d_model, L)
+        return self._out(y.transpose(1, 2)), (self.state_type(s) if return_state else None)
 
     def step(self, x_t: torch.Tensor, state):
         check_token("x_t", x_t, self.d_model)

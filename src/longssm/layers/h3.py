@@ -75,7 +75,7 @@ class H3(nn.Module):
             y = y * rearrange(q, "b (h d1) ... -> b d1 1 h ...", d1=self.head_dim)
         return rearrange(y.sum(1), "b d2 h ... -> b (h d2) ...")
 
-    def _mix(self, x, state, step: bool):
+    def _mix(self, x, state, step: bool, return_state: bool = True):
         """Shared body of forward (x: (batch, d_model, L)) and step (x: (batch, d_model))."""
         batch = x.shape[0]
         s_shift, s_ssm = self._unpack(state, batch)
@@ -86,19 +86,19 @@ class H3(nn.Module):
         *q, k, v = proj.split(self.d_model, dim=1)
         q = q[0] if q else None
         if self.shift is not None:
-            k, s_shift = self.shift.step(k, s_shift) if step else self.shift(k, s_shift)
+            k, s_shift = self.shift.step(k, s_shift) if step else self.shift(k, s_shift, return_state)
         kv = self._outer(k, v)  # (batch, d1, d2, n_heads, *t)
         if self.diag is not None:
             hd = self.head_dim
             flat = None if s_ssm is None else s_ssm.flatten(0, 2)
-            y, flat = self.diag.step(kv.flatten(0, 2), flat) if step else self.diag(kv.flatten(0, 2), flat)
-            kv, s_ssm = y.unflatten(0, (batch, hd, hd)), flat.unflatten(0, (batch, hd, hd))
+            y, flat = self.diag.step(kv.flatten(0, 2), flat) if step else self.diag(kv.flatten(0, 2), flat, return_state)
+            kv, s_ssm = y.unflatten(0, (batch, hd, hd)), None if flat is None else flat.unflatten(0, (batch, hd, hd))
         y = self._readout(kv, q)
-        return self.out_proj(y if step else y.transpose(1, 2)), H3State(s_shift, s_ssm)
+        return self.out_proj(y if step else y.transpose(1, 2)), (H3State(s_shift, s_ssm) if return_state else None)
 
-    def forward(self, x: torch.Tensor, state: H3State | None = None):
+    def forward(self, x: torch.Tensor, state: H3State | None = None, *, return_state: bool = True):
         check_seq("x", x, self.d_model)
-        return self._mix(x, state, step=False)
+        return self._mix(x, state, step=False, return_state=return_state)
 
     def step(self, x_t: torch.Tensor, state: H3State):
         check_token("x_t", x_t, self.d_model)

@@ -66,18 +66,21 @@ class SelectiveSSM(nn.Module):
         check_state("SelectiveSSM", state, MambaState, batch)
         return state.conv, state.ssm
 
-    def forward(self, u: torch.Tensor, state: MambaState | None = None):
+    def forward(self, u: torch.Tensor, state: MambaState | None = None, *, return_state: bool = True):
         check_seq("u", u, self.d_model)
         conv_state, ssm_state = self._unpack(state, u.shape[0])
         x, z = self.in_proj(u).transpose(1, 2).chunk(2, dim=1)  # (batch, d_inner, L) each
         history = F.pad(x, (self.d_conv - 1, 0)) if conv_state is None else torch.cat([conv_state, x], -1)
         x = F.silu(F.conv1d(history, self.conv.weight, self.conv.bias, groups=self.d_inner))
         dt, B, C = self._ssm_inputs(x.transpose(1, 2))
-        y, ssm_state = selective_scan(
+        out = selective_scan(
             x, dt.transpose(1, 2), -torch.exp(self.A_log), B.transpose(1, 2), C.transpose(1, 2),
             self.D, z, delta_bias=self.dt_proj.bias, delta_softplus=True,
-            initial_state=ssm_state, return_last_state=True, segment_size=self.segment_size,
+            initial_state=ssm_state, return_last_state=return_state, segment_size=self.segment_size,
         )
+        if not return_state:
+            return self.out_proj(out.transpose(1, 2)), None
+        y, ssm_state = out
         new_state = MambaState(history[..., history.shape[-1] - (self.d_conv - 1):], ssm_state)
         return self.out_proj(y.transpose(1, 2)), new_state
 

@@ -50,9 +50,9 @@ class DiagonalSSMConv(nn.Module):
         dA, dB = discretize(A, torch.view_as_complex(self.B), torch.exp(self.log_dt), self.discretization)
         return dA, dB, 2 * torch.view_as_complex(self.C)
 
-    def forward(self, u: torch.Tensor, state: torch.Tensor | None = None):
+    def forward(self, u: torch.Tensor, state: torch.Tensor | None = None, return_state: bool = True):
         dA, dB, C = self.discrete()
-        return ssm_conv(u, dA, dB, C, self.D, state, self.chunk_size)
+        return ssm_conv(u, dA, dB, C, self.D, state, self.chunk_size, return_state)
 
     def step(self, u_t: torch.Tensor, state: torch.Tensor | None):
         dA, dB, C = self.discrete()
@@ -79,8 +79,8 @@ class ShiftSSMConv(nn.Module):
         self.C = nn.Parameter(torch.empty(H, d_state).uniform_(-bound, bound))
         self.D = nn.Parameter(torch.randn(H))
 
-    def forward(self, u: torch.Tensor, state: torch.Tensor | None = None):
-        return shift_conv(u, shift_kernel(self.B, self.C), self.D, state)
+    def forward(self, u: torch.Tensor, state: torch.Tensor | None = None, return_state: bool = True):
+        return shift_conv(u, shift_kernel(self.B, self.C), self.D, state, return_state)
 
     def step(self, u_t: torch.Tensor, state: torch.Tensor | None):
         return shift_step(u_t, state, shift_kernel(self.B, self.C), self.D)

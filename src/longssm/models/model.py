@@ -63,8 +63,8 @@ class Block(nn.Module):
     def _mlp(self, x):
         return x if self.mlp is None else x + self.mlp(self.norm2(x))
 
-    def forward(self, x, state=None):
-        y, state = self.mixer(self.norm1(x), state)
+    def forward(self, x, state=None, return_state=True):
+        y, state = self.mixer(self.norm1(x), state, return_state=return_state)
         return self._mlp(x + self.drop(y)), state
 
     def step(self, x_t, state):
@@ -135,8 +135,10 @@ class LanguageModel(nn.Module):
             raise TypeError(f"state must be a ModelState with {len(self.blocks)} layer states "
                             f"(from model.init_state or a previous call), got {type(state).__name__}")
 
-    def forward(self, input_ids: torch.Tensor, state: ModelState | None = None):
-        """input_ids (batch, seq_len) -> logits (batch, seq_len, vocab_size), new state."""
+    def forward(self, input_ids: torch.Tensor, state: ModelState | None = None, *, return_state: bool = True):
+        """input_ids (batch, seq_len) -> logits (batch, seq_len, vocab_size), new state (None with
+        ``return_state=False``: no layer then computes its final state, which saves time and memory
+        when nothing reads it, e.g. zero-state training and evaluation)."""
         self._check_ids(input_ids, 2, "input_ids")
         if state is not None:
             self._check_state(state, input_ids.shape[0])
@@ -144,8 +146,10 @@ class LanguageModel(nn.Module):
         x = self._embed(input_ids, 0 if state is None else state.pos)  # (batch, seq_len, d_model)
         new_states = []
         for block, s in zip(self.blocks, layer_states):
-            x, s = block(x, s)
+            x, s = block(x, s, return_state)
             new_states.append(s)
+        if not return_state:
+            return self.head(self.norm(x)), None
         pos = (0 if state is None else state.pos) + input_ids.shape[1]
         return self.head(self.norm(x)), ModelState(tuple(new_states), pos)
 

@@ -116,12 +116,15 @@ def train(run: RunConfig, *, resume: bool = False, progress: bool = True, log=pr
             s0 = _initial_state(cfg, model, states[j], batch.reset[rows].to(device), step, j, dist, micro, device)
             sync = j == cfg.accumulate - 1
             with (contextlib.nullcontext() if sync else dist.no_sync(net)), _autocast(cfg, device):
-                logits, s1 = net(x, s0)
+                # Only previous-initialised training reads the final state; keep it detached so the
+                # graph behind it is freed before backward (less peak memory at short T).
+                logits, s1 = net(x, s0, return_state=cfg.state_init == "previous")
+                s1 = None if s1 is None else carry(s1)
                 loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten()) / cfg.accumulate
             loss.backward()
             loss_sum += loss.detach()
-            if cfg.state_init == "previous":
-                states[j] = carry(s1)
+            if s1 is not None:
+                states[j] = s1
         loss_value = dist.mean(loss_sum).item()
         if not math.isfinite(loss_value):
             raise NaNLossError(f"step {step}: loss is {loss_value}; stopped. The last good checkpoint "

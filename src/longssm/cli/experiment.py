@@ -1,0 +1,58 @@
+"""``longssm experiment length-extension``: LongSSM's zero- vs previous-initialised states."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    from longssm.evaluation.length_extension import LengthExtensionConfig
+
+    d = LengthExtensionConfig()
+    p = sub.add_parser("experiment", help="paper experiments (length-extension)")
+    esub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    q = esub.add_parser(
+        "length-extension", help="LongSSM: train at short T with zero or previous states, evaluate up to 16K",
+        description="Train every (model, T, state_init) on the same tokens per step and total tokens, "
+                    "evaluate on the validation books at every length in three modes (zero-state windows, "
+                    "streaming over consecutive windows, streaming over shuffled windows), and write "
+                    "OUT.csv, OUT.png and OUT.md. Finished runs (rows in OUT.csv) are kept; "
+                    "interrupted trainings resume from their checkpoints in --runs-dir.")
+    q.add_argument("--quick", action="store_true",
+                   help="H3 only, T in {16, 256}, 1.5M tokens per run, 6 lengths, 8 streams (~20 min on 2 cores)")
+    q.add_argument("--models", nargs="+", choices=["mamba", "h3"], help=f"default {' '.join(d.models)}")
+    q.add_argument("--train-lens", type=int, nargs="+", help=f"default {' '.join(map(str, d.train_lens))}")
+    q.add_argument("--eval-lens", type=int, nargs="+", help="default 16 32 ... 16384 (each divides the longest)")
+    q.add_argument("--d-model", type=int)
+    q.add_argument("--n-layer", type=int)
+    q.add_argument("--tokens-per-step", type=int, help=f"default {d.tokens_per_step} (batch = this / T)")
+    q.add_argument("--total-tokens", type=int, help=f"training tokens per run, default {d.total_tokens:,}")
+    q.add_argument("--lr", type=float)
+    q.add_argument("--eval-streams", type=int, help=f"validation pieces of the longest length, default {d.eval_streams}")
+    q.add_argument("--train", nargs="+", help=f"training books, default {' '.join(d.train)}")
+    q.add_argument("--valid", nargs="+", help=f"validation books, default {' '.join(d.valid)}")
+    q.add_argument("--runs-dir", help=f"run folders, default {d.runs_dir}")
+    q.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
+    q.add_argument("--out", default="results/length_extension", help="OUT.csv / OUT.png / OUT.md")
+    q.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from longssm.evaluation.length_extension import QUICK, LengthExtensionConfig, run_all
+
+    fields = dict(QUICK) if args.quick else {}
+    for name in ("models", "train_lens", "eval_lens", "train", "valid"):
+        if getattr(args, name):
+            fields[name] = tuple(getattr(args, name))
+    for name in ("d_model", "n_layer", "tokens_per_step", "total_tokens", "lr", "eval_streams", "runs_dir"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    cfg = dataclasses.replace(LengthExtensionConfig(), **fields)
+    for src in (*cfg.train, *cfg.valid):
+        if not Path(src).exists():
+            raise FileNotFoundError(f"{src} does not exist (the Gutenberg books live in ../shared/data/gutenberg; "
+                                    f"pass --train/--valid)")
+    rows = run_all(cfg, Path(args.out), jobs=args.jobs)
+    print(f"wrote {args.out}.csv ({len(rows)} rows), {args.out}.png, {args.out}.md")
+    return 0

@@ -1,0 +1,86 @@
+import dataclasses
+
+import pytest
+
+from longssm.cli.main import main
+from longssm.evaluation.length_extension import (
+    LengthExtensionConfig, findings, read_rows, report, run_config, validate, write_rows,
+)
+
+
+def _rows():
+    """Hand-built measurements: the zero-initialised model degrades beyond T=16, the previous one
+    does not, and only the previous one is hurt by shuffled windows."""
+    rows = []
+    for init in ("zero", "previous"):
+        for L in (16, 256, 4096):
+            zero = {"zero": {16: 2.0, 256: 2.5, 4096: 3.0}, "previous": {16: 2.2, 256: 1.9, 4096: 1.9}}[init][L]
+            stream = {"zero": 2.3, "previous": 1.8}[init]
+            shuffled = stream + {"zero": 0.0, "previous": 0.3}[init] * (L < 4096)
+            for mode, order, loss in (("zero", "consecutive", zero), ("streaming", "consecutive", stream),
+                                      ("streaming", "shuffled", shuffled)):
+                rows.append({"model": "h3", "state_init": init, "train_len": 16, "eval_mode": mode, "order": order,
+                             "eval_len": L, "loss": loss, "train_tokens": 1000, "train_seconds": 1.0,
+                             "peak_train_mb": 500.0, "base_mb": 400.0, "params": 1234})
+    return rows
+
+
+def test_findings_and_report_read_the_numbers(tmp_path):
+    f = findings(_rows())
+    z, p = f[("h3", "zero", 16)], f[("h3", "previous", 16)]
+    assert z["zero_rise"] == pytest.approx(1.0) and z["zero_at_longest"] == 3.0
+    assert p["zero_rise"] == pytest.approx(0.0) and p["stream_longest"] == 1.8
+    assert p["shuffle_penalty"] == pytest.approx(0.3) and z["shuffle_penalty"] == pytest.approx(0.0)
+    md = report(_rows(), LengthExtensionConfig())
+    assert md.count(": holds") == 3 and "does not hold" not in md
+    path = tmp_path / "le.csv"
+    write_rows(path, _rows())
+    back = read_rows(path)
+    assert len(back) == 18 and back[0]["loss"] == min(r["loss"] for r in _rows() if r["eval_mode"] == "streaming"
+                                                      and r["state_init"] == "previous")
+
+
+def test_config_validation_and_equal_tokens_per_step():
+    cfg = LengthExtensionConfig()
+    validate(cfg)
+    a, b = run_config(cfg, "mamba", 16, "previous"), run_config(cfg, "mamba", 256, "zero")
+    assert a["train"]["tokens_per_step"] == b["train"]["tokens_per_step"] and a["train"]["steps"] == b["train"]["steps"]
+    assert a["train"]["state_init"] == "previous" and a["train"]["out_dir"] != b["train"]["out_dir"]
+    for bad, match in ((dict(models=("rnn",)), "unknown model"), (dict(train_lens=(24,)), "must divide"),
+                       (dict(eval_lens=(16, 24, 64)), "must divide the longest"),
+                       (dict(state_inits=("noise",)), "zero and/or previous")):
+        with pytest.raises(ValueError, match=match):
+            validate(dataclasses.replace(cfg, **bad))
+
+
+def test_cli_help_and_missing_data(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["experiment", "length-extension", "--help"])
+    assert e.value.code == 0 and "shuffled" in capsys.readouterr().out
+    code = main(["experiment", "length-extension", "--train", str(tmp_path / "none"), "--out", str(tmp_path / "x")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_linear_ssm_fitted_on_short_range_extrapolates_badly():
+    """LongSSM's theory at unit level: a diagonal linear SSM fitted to a long-memory (power-law)
+    kernel on [0, T) from the zero state matches it there, and misses it far beyond T: outside the
+    training range its kernel is an unconstrained sum of exponentials (polynomial extrapolation)."""
+    import torch
+
+    from longssm.kernels.diagonal import ssm_kernel
+    from longssm.layers.ssm_conv import DiagonalSSMConv
+
+    torch.manual_seed(0)
+    T, L = 16, 256
+    target = (1 + torch.arange(L, dtype=torch.float64)) ** -0.5
+    ssm = DiagonalSSMConv(1, 16, init="lin", discretization="zoh", dt_min=0.05, dt_max=0.05).double()
+    opt = torch.optim.Adam(ssm.parameters(), lr=1e-2)
+    for _ in range(1500):
+        loss = ((ssm_kernel(*ssm.discrete(), T)[0] - target[:T]) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        err = (ssm_kernel(*ssm.discrete(), L)[0] - target).abs()
+    assert err[:T].max() < 0.02  # fitted on [0, T)
+    assert err[T:].max() > 10 * err[:T].max()  # and wrong beyond it
