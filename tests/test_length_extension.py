@@ -84,3 +84,18 @@ def test_linear_ssm_fitted_on_short_range_extrapolates_badly():
         err = (ssm_kernel(*ssm.discrete(), L)[0] - target).abs()
     assert err[:T].max() < 0.02  # fitted on [0, T)
     assert err[T:].max() > 10 * err[:T].max()  # and wrong beyond it
+
+
+def test_training_stats_counts_spikes(tmp_path):
+    import json
+
+    from longssm.evaluation.length_extension import training_stats
+
+    path = tmp_path / "metrics.jsonl"
+    logs = [{"step": 10, "loss": 3.0, "grad_norm": 0.5}, {"step": 10, "val_loss": 9.0},
+            {"step": 20, "loss": 2.0, "grad_norm": 4.0}, {"step": 30, "loss": 2.5, "grad_norm": 0.7},
+            {"step": 40, "loss": 1.9, "grad_norm": 0.6}]
+    path.write_text("\n".join(map(json.dumps, logs)) + "\n")
+    st = training_stats(path)
+    assert st == {"final_loss": pytest.approx(6.4 / 3), "max_grad_norm": 4.0, "spikes": 1}
+    assert training_stats(tmp_path / "missing.jsonl") is None

@@ -43,7 +43,7 @@ class LengthExtensionConfig:
     total_tokens: int = 8 << 20
     lr: float = 2e-3
     warmup_steps: int = 100
-    eval_streams: int = 32  # pieces of max(eval_lens) tokens from the validation books
+    eval_streams: int = 16  # pieces of max(eval_lens) tokens from the validation books
     train: tuple[str, ...] = ("../shared/data/gutenberg/train",)
     valid: tuple[str, ...] = ("../shared/data/gutenberg/valid",)
     runs_dir: str = "runs/length_extension"
@@ -84,7 +84,7 @@ def run_config(cfg: LengthExtensionConfig, model: str, T: int, init: str) -> dic
                  "cache_dir": f"{cfg.runs_dir}/data"},
         "train": {"steps": cfg.steps, "seq_len": T, "tokens_per_step": cfg.tokens_per_step, "lr": cfg.lr,
                   "warmup_steps": cfg.warmup_steps, "state_init": init, "seed": cfg.seed, "eval_every": 0,
-                  "eval_batches": 2, "checkpoint_every": max(1, cfg.steps // 4), "log_every": 50,
+                  "eval_batches": 2, "checkpoint_every": max(1, cfg.steps // 4), "log_every": 10,
                   "out_dir": f"{cfg.runs_dir}/{model}-T{T}-{init}"},
     }
 
@@ -217,7 +217,7 @@ def plot(rows: list[dict], path: Path) -> None:
     panels = [("zero", "consecutive", "zero-state windows"), ("streaming", "consecutive", "streaming, consecutive"),
               ("streaming", "shuffled", "streaming, shuffled windows")]
     lens = sorted({k[2] for k in curves})
-    colors = {T: plt.cm.viridis(i / max(1, len(lens) - 1)) for i, T in enumerate(lens)}
+    colors = {T: plt.cm.tab10(i % 10) for i, T in enumerate(lens)}
     fig, axes = plt.subplots(len(models), 3, figsize=(15, 4.2 * len(models)), squeeze=False, sharey="row")
     for i, m in enumerate(models):
         for j, (mode, order, title) in enumerate(panels):
@@ -276,7 +276,8 @@ def report(rows: list[dict], cfg: LengthExtensionConfig) -> str:
         "# Length extension: zero- vs previous-initialised hidden states (LongSSM)", "",
         "`longssm experiment length-extension` on the Gutenberg books (`../shared/data/gutenberg`, byte "
         "tokens: 12 training books, 4 validation books). Loss in nats per byte on the validation books; "
-        f"evaluation lengths {shortest} ... {longest}. Configuration: `{json.dumps(_cfg_summary(cfg))}`.", "",
+        f"evaluation lengths {shortest} ... {longest}. Each row's model size and training tokens are in "
+        f"the table; the last invocation's configuration: `{json.dumps(_cfg_summary(cfg))}`.", "",
         "Modes: **zero** = independent windows of L tokens from the zero state; **streaming** = the "
         "book read in windows of L with the state carried (detached) from window to window; "
         "**shuffled** = streaming, but each book's windows visited in a random order, so the carried "
@@ -298,7 +299,27 @@ def report(rows: list[dict], cfg: LengthExtensionConfig) -> str:
     lines += ["", "Shuffle penalty: mean over L < the longest of (streaming shuffled - streaming consecutive).",
               "", "## The paper's claims beside ours", ""]
     lines += _claims(f)
+    lines += ["", "## Training stability", "",
+              "From each run's `metrics.jsonl` (fp32; gradient norms before clipping at 1.0). A spike is a "
+              "logged loss more than 0.3 nats above the previous logged one.", "",
+              "| model | state_init | T | final train loss | max grad norm | spikes |", "|---|---|---:|---:|---:|---:|"]
+    for m, init, T in sorted(f, key=lambda k: (k[0], k[2], k[1])):
+        st = training_stats(Path(cfg.runs_dir) / f"{m}-T{T}-{init}" / "metrics.jsonl")
+        if st:
+            lines.append(f"| {m} | {init} | {T} | {st['final_loss']:.3f} | {st['max_grad_norm']:.2f} | {st['spikes']} |")
     return "\n".join(lines) + "\n"
+
+
+def training_stats(path: Path) -> dict | None:
+    """Final loss (mean of the last 3 logged), largest gradient norm and loss spikes of a run."""
+    if not path.exists():
+        return None
+    logs = [r for r in map(json.loads, path.read_text().splitlines()) if "loss" in r]
+    if not logs:
+        return None
+    losses = [r["loss"] for r in logs]
+    return {"final_loss": sum(losses[-3:]) / len(losses[-3:]), "max_grad_norm": max(r["grad_norm"] for r in logs),
+            "spikes": sum(b - a > 0.3 for a, b in zip(losses, losses[1:]))}
 
 
 def _cfg_summary(cfg):
