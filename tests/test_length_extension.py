@@ -99,3 +99,20 @@ def test_training_stats_counts_spikes(tmp_path):
     st = training_stats(path)
     assert st == {"final_loss": pytest.approx(6.4 / 3), "max_grad_norm": 4.0, "spikes": 1}
     assert training_stats(tmp_path / "missing.jsonl") is None
+
+
+def test_run_all_keeps_finished_runs(tmp_path):
+    from longssm.evaluation.length_extension import run_all
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "valid").mkdir()
+    (tmp_path / "train" / "a.txt").write_text("some training text " * 50)
+    (tmp_path / "valid" / "b.txt").write_text("some validation text " * 50)
+    out = tmp_path / "le"
+    write_rows(out.with_suffix(".csv"), _rows() + _rows())  # duplicates collapse to one row each
+    cfg = LengthExtensionConfig(models=("h3",), train_lens=(16,), eval_lens=(16, 256, 4096),
+                                train=(str(tmp_path / "train"),), valid=(str(tmp_path / "valid"),),
+                                runs_dir=str(tmp_path / "runs"))
+    rows = run_all(cfg, out, progress=lambda *_: None)  # every run has rows: nothing is trained
+    assert len(rows) == 18 and not (tmp_path / "runs" / "h3-T16-zero").exists()
+    assert out.with_suffix(".png").stat().st_size > 0 and ": holds" in out.with_suffix(".md").read_text()

@@ -155,13 +155,17 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
+    """Atomically, sorted, one row per measurement (the first of duplicates is kept)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    key = lambda r: (r["model"], r["state_init"], int(r["train_len"]), r["eval_mode"], r["order"], int(r["eval_len"]))
+    unique = {}
+    for r in rows:
+        unique.setdefault(key(r), r)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
-        key = lambda r: (r["model"], r["state_init"], int(r["train_len"]), r["eval_mode"], r["order"], int(r["eval_len"]))
-        w.writerows(sorted(rows, key=key))
+        w.writerows(sorted(unique.values(), key=key))
     tmp.replace(path)
 
 
@@ -177,25 +181,29 @@ def run_all(cfg: LengthExtensionConfig, out: Path, *, jobs: int = 1, progress=pr
     prepare_splits(data, data.cache_dir, log=progress)
     csv_path = out.with_suffix(".csv")
     rows = read_rows(csv_path)
-    done = {(r["model"], r["state_init"], r["train_len"]) for r in rows}
+    done = {(r["model"], r["train_len"], r["state_init"]) for r in rows}
     todo = [(m, T, i) for m in cfg.models for T in cfg.train_lens for i in cfg.state_inits if (m, T, i) not in done]
     todo.sort(key=lambda r: (r[1], r[2] != "previous"))  # slowest first (short T, carried states)
-    ctx = multiprocessing.get_context("spawn")
-    threads = max(1, (multiprocessing.cpu_count() // max(1, jobs)))
-    with ctx.Pool(max(1, jobs), maxtasksperchild=1) as pool:
-        results = pool.imap_unordered(_child, [(cfg, m, T, i, threads) for m, T, i in todo])
-        for k, new in enumerate(results, 1):
-            rows += new
-            write_rows(csv_path, rows)
-            plot(rows, out.with_suffix(".png"))
-            out.with_suffix(".md").write_text(report(rows, cfg))
-            r = new[0]
-            progress(f"[{k}/{len(todo)}] {r['model']} T={r['train_len']} {r['state_init']}: trained "
-                     f"{r['train_tokens']:,} tokens in {r['train_seconds']:.0f} s, peak {r['peak_train_mb']:.0f} MB")
-    if not todo and rows:
-        plot(rows, out.with_suffix(".png"))
-        out.with_suffix(".md").write_text(report(rows, cfg))
+    if todo:
+        ctx = multiprocessing.get_context("spawn")
+        threads = max(1, (multiprocessing.cpu_count() // max(1, jobs)))
+        with ctx.Pool(max(1, jobs), maxtasksperchild=1) as pool:
+            results = pool.imap_unordered(_child, [(cfg, m, T, i, threads) for m, T, i in todo])
+            for k, new in enumerate(results, 1):
+                rows += new
+                write_rows(csv_path, rows)
+                _write_outputs(rows, cfg, out)
+                r = new[0]
+                progress(f"[{k}/{len(todo)}] {r['model']} T={r['train_len']} {r['state_init']}: trained "
+                         f"{r['train_tokens']:,} tokens in {r['train_seconds']:.0f} s, peak {r['peak_train_mb']:.0f} MB")
+    elif rows:
+        _write_outputs(rows, cfg, out)
     return rows
+
+
+def _write_outputs(rows, cfg, out: Path) -> None:
+    plot(rows, out.with_suffix(".png"))
+    out.with_suffix(".md").write_text(report(rows, cfg))
 
 
 def _curves(rows):
@@ -277,7 +285,7 @@ def report(rows: list[dict], cfg: LengthExtensionConfig) -> str:
         "`longssm experiment length-extension` on the Gutenberg books (`../shared/data/gutenberg`, byte "
         "tokens: 12 training books, 4 validation books). Loss in nats per byte on the validation books; "
         f"evaluation lengths {shortest} ... {longest}. Each row's model size and training tokens are in "
-        f"the table; the last invocation's configuration: `{json.dumps(_cfg_summary(cfg))}`.", "",
+        f"the table; shared settings: `{json.dumps(_cfg_summary(cfg))}`.", "",
         "Modes: **zero** = independent windows of L tokens from the zero state; **streaming** = the "
         "book read in windows of L with the state carried (detached) from window to window; "
         "**shuffled** = streaming, but each book's windows visited in a random order, so the carried "
@@ -325,7 +333,7 @@ def training_stats(path: Path) -> dict | None:
 def _cfg_summary(cfg):
     d = asdict(cfg)
     d.pop("extra")
-    return {k: d[k] for k in ("models", "train_lens", "d_model", "n_layer", "tokens_per_step", "total_tokens", "lr", "eval_streams")}
+    return {k: d[k] for k in ("d_model", "n_layer", "tokens_per_step", "lr", "warmup_steps", "eval_streams")}
 
 
 def _claims(f) -> list[str]:
