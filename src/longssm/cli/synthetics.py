@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("--quick", action="store_true", help="H3, S4D, attention; both tasks; seed 0")
     p.add_argument("--max-epochs", type=int, default=400)
     p.add_argument("--plateau", type=int, default=100,
-                   help="stop a cell after this many epochs past warm-up without a 2-point gain in "
+                   help="stop a cell still below 90%% after this many epochs past warm-up without a 2-point gain in "
                         "test accuracy (0: run to --max-epochs, as the reference does)")
     p.add_argument("--d-model", type=int, nargs="+", default=[32], help="widths (MQAR sweeps 64 128 256)")
     p.add_argument("--seq-len", type=int, default=None, help="MQAR sequence length (64, 128, 256)")
@@ -43,27 +43,28 @@ def _cell(args_tuple):
     from longssm.data.synthetic import make_task
     from longssm.evaluation.synthetics import SyntheticConfig, run_cell
 
-    task_name, model, seed, d, max_epochs, plateau, task_kw, threads, on_epoch = args_tuple
+    task_name, model, seed, d, max_epochs, plateau, task_kw, commit, threads, on_epoch = args_tuple
     if threads:
         torch.set_num_threads(threads)
     rec = run_cell(make_task(task_name, seed, **task_kw), model, seed,
-                   SyntheticConfig(d_model=d, max_epochs=max_epochs, plateau=plateau), on_epoch)
+                   SyntheticConfig(d_model=d, max_epochs=max_epochs, plateau=plateau), on_epoch, commit)
     if task_name == "mqar":
         rec["pairs"] = task_kw["n_pairs"]
     return rec
 
 
 def run(args) -> int:
-    from longssm.evaluation.synthetics import merge_records, report
+    from longssm.evaluation.synthetics import current_commit, merge_records, report
 
     grid = dict(QUICK if args.quick else FULL)
     grid = {"tasks": args.task or grid["tasks"], "models": args.model or grid["models"],
             "seeds": args.seeds if args.seeds is not None else grid["seeds"]}
     out = Path(args.out)
+    commit = current_commit()  # of the code the cells run, whatever HEAD does meanwhile
     records = json.loads(out.read_text()) if out.exists() else []
     cells = [(t, m, s, d) for t in grid["tasks"] for s in grid["seeds"] for m in grid["models"] for d in args.d_model]
-    jobs = [(t, m, s, d, args.max_epochs, args.plateau, {"seq_len": args.seq_len, "n_pairs": args.pairs} if t == "mqar" else {})
-            for t, m, s, d in cells]
+    jobs = [(t, m, s, d, args.max_epochs, args.plateau, {"seq_len": args.seq_len, "n_pairs": args.pairs} if t == "mqar" else {},
+             commit) for t, m, s, d in cells]
 
     def done(rec):
         nonlocal records
