@@ -18,7 +18,7 @@ import csv
 import json
 import multiprocessing
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 #: Model rows: mixers per layer and options. Mamba blocks carry no MLP (as in the Mamba paper),
@@ -48,7 +48,6 @@ class LengthExtensionConfig:
     valid: tuple[str, ...] = ("../shared/data/gutenberg/valid",)
     runs_dir: str = "runs/length_extension"
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -332,7 +331,6 @@ def training_stats(path: Path) -> dict | None:
 
 def _cfg_summary(cfg):
     d = asdict(cfg)
-    d.pop("extra")
     return {k: d[k] for k in ("d_model", "n_layer", "tokens_per_step", "lr", "warmup_steps", "eval_streams")}
 
 

@@ -42,9 +42,8 @@ def evaluate(model: LanguageModel, tokens: np.ndarray, eval_len: int, mode: str 
     for w in range(per_stream // eval_len):
         off = starts + w * eval_len
         win = torch.from_numpy(np.stack([tokens[o: o + eval_len + 1] for o in off]).astype(np.int64)).to(device)
-        logits, new_state = model(win[:, :-1], state, return_state=mode == "streaming")
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, fp64 kept
-        total += F.cross_entropy(logits.flatten(0, 1), win[:, 1:].flatten(), reduction="sum").item()
+        nll, new_state = _nll(model, win, state, return_state=mode == "streaming")
+        total += nll
         count += win[:, 1:].numel()
         state = detach_state(new_state) if mode == "streaming" else None
         if progress:
@@ -125,6 +124,7 @@ def evaluate_streams(model: LanguageModel, streams: np.ndarray, eval_len: int, m
 
 
 def _nll(model, win, state, return_state=True):
+    """Summed NLL of win[:, 1:] given win[:, :-1] from ``state``, and the state left."""
     logits, new_state = model(win[:, :-1], state, return_state=return_state)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, fp64 kept
     return F.cross_entropy(logits.flatten(0, 1), win[:, 1:].flatten(), reduction="sum").item(), new_state
