@@ -95,3 +95,30 @@ def test_run_cell_stops_on_plateau():
     assert rec["stopped"] == "plateau" and rec["epochs"] == 3
     rec = run_cell(task, "attention", 0, SyntheticConfig(max_epochs=2, plateau=0))
     assert rec["stopped"] == "max_epochs" and rec["epochs"] == 2
+
+
+def test_mqar_trains_on_queries_only():
+    from longssm.data.synthetic import make_task
+
+    mqar = make_task("mqar", 0, n_train=20, n_test=5, seq_len=16, n_pairs=2, vocab_size=16)
+    assert mqar.loss_on_scored and not make_task("associative_recall", 0).loss_on_scored
+    # the scored inputs are exactly the query keys, whose targets are values
+    keys = mqar.train[:, :-1][mqar.train_mask]
+    values = mqar.train[:, 1:][mqar.train_mask]
+    assert (keys < 7).all() and ((values >= 7) & (values < 14)).all() and mqar.train_mask.sum() == 40
+
+
+def test_mqar_sweep_command(tmp_path):
+    import json
+
+    from longssm.cli.main import main
+
+    out = tmp_path / "syn.json"
+    assert main(["synthetics", "--task", "mqar", "--model", "h3", "--seq-len", "32", "--d-model", "8", "16",
+                 "--vocab", "32", "--max-epochs", "1", "--out", str(out)]) == 0
+    recs = json.loads(out.read_text())
+    # one cell per (seq_len, d_model); pairs default to seq_len / 16
+    assert sorted((r["seq_len"], r["d_model"], r["pairs"], r["vocab"]) for r in recs) == [(32, 8, 2, 32), (32, 16, 2, 32)]
+    assert (tmp_path / "syn_mqar.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="one value per --seq-len"):
+        main(["synthetics", "--task", "mqar", "--seq-len", "16", "32", "--pairs", "1", "--out", str(out)])

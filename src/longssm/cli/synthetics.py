@@ -14,6 +14,12 @@ QUICK = {"tasks": ["induction_head", "associative_recall"], "models": ["h3", "s4
 FULL = {"tasks": ["induction_head", "associative_recall"],
         "models": ["s4d", "h3", "attention", "mamba", "hybrid", "h3-shift-only", "h3-diag-only", "h3-no-gate"],
         "seeds": [0, 1, 2], "max_epochs": 400}
+#: MQAR (``--task mqar``): Zoology's sweep scaled to a CPU: sequence lengths 64/128/256 with L/16
+#: key-value pairs (4/8/16), widths 32/64/128, a 512-token vocabulary (Zoology: 8,192; the output
+#: layer over it dominated the step here) and a 32-epoch schedule over the 5,000 examples.
+MQAR = {"models": ["attention", "h3", "mamba"], "seq_lens": [64, 128, 256], "d_model": [32, 64, 128],
+        "vocab": 512, "max_epochs": 32,
+        "seeds": [0]}
 
 
 def add_parser(sub) -> None:
@@ -26,13 +32,16 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", type=int, nargs="+")
     p.add_argument("--quick", action="store_true",
                    help="H3, S4D, attention; both tasks; seed 0; 150 epochs (about 15 minutes with --jobs 2)")
-    p.add_argument("--max-epochs", type=int, default=None, help="epoch cap and schedule length (default 400; --quick 150)")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="epoch cap and schedule length (default 400; --quick 150; mqar 32)")
     p.add_argument("--plateau", type=int, default=100,
                    help="stop a cell still below 90%% after this many epochs past warm-up without a 2-point gain in "
                         "test accuracy (0: run to --max-epochs, as the reference does)")
-    p.add_argument("--d-model", type=int, nargs="+", default=[32], help="widths (MQAR sweeps 64 128 256)")
-    p.add_argument("--seq-len", type=int, default=None, help="MQAR sequence length (64, 128, 256)")
-    p.add_argument("--pairs", type=int, default=8, help="MQAR key-value pairs")
+    p.add_argument("--d-model", type=int, nargs="+", default=None, help="widths (default 32; mqar sweeps 32 64 128)")
+    p.add_argument("--seq-len", type=int, nargs="+", default=None, help="MQAR sequence lengths (default 64 128 256)")
+    p.add_argument("--pairs", type=int, nargs="+", default=None,
+                   help="MQAR key-value pairs, one per --seq-len (default seq_len / 16)")
+    p.add_argument("--vocab", type=int, default=MQAR["vocab"], help="MQAR vocabulary size (Zoology: 8192)")
     p.add_argument("--jobs", type=int, default=1,
                    help="cells trained in parallel processes (one torch thread each); tiny models "
                         "are dispatch-bound, so 2 jobs on 2 cores roughly double throughput")
@@ -54,23 +63,39 @@ def _cell(args_tuple):
     rec = run_cell(make_task(task_name, seed, **task_kw), model, seed,
                    SyntheticConfig(d_model=d, max_epochs=max_epochs, plateau=plateau), on_epoch, commit)
     if task_name == "mqar":
-        rec["pairs"] = task_kw["n_pairs"]
+        rec.update(pairs=task_kw["n_pairs"], vocab=task_kw["vocab_size"])
     return rec
 
 
+def _jobs(args, grid: dict, commit: str) -> list[tuple]:
+    """(task, model, seed, d_model, max_epochs, plateau, task options, commit) per cell: the H3 tasks
+    at each width; MQAR at each (sequence length, pairs) and width, with its own defaults."""
+    seq_lens = args.seq_len or MQAR["seq_lens"]
+    pairs = args.pairs or [L // 16 for L in seq_lens]
+    if len(pairs) != len(seq_lens):
+        raise SystemExit(f"error: --pairs needs one value per --seq-len ({len(seq_lens)}), got {len(pairs)}")
+    jobs = []
+    for t in grid["tasks"]:
+        mqar = t == "mqar"
+        seeds = args.seeds if args.seeds is not None else (MQAR["seeds"] if mqar else grid["seeds"])
+        models = args.model or (MQAR["models"] if mqar else grid["models"])
+        epochs = args.max_epochs or (MQAR["max_epochs"] if mqar else grid["max_epochs"])
+        widths = args.d_model or (MQAR["d_model"] if mqar else [32])
+        shapes = [{"seq_len": L, "n_pairs": P, "vocab_size": args.vocab} for L, P in zip(seq_lens, pairs)] if mqar else [{}]
+        jobs += [(t, m, s, d, epochs, args.plateau, kw, commit)
+                 for s in seeds for kw in shapes for m in models for d in widths]
+    return jobs
+
+
 def run(args) -> int:
-    from longssm.evaluation.synthetics import current_commit, merge_records, report
+    from longssm.evaluation.synthetics import current_commit, merge_records, plot_mqar, report
 
     grid = dict(QUICK if args.quick else FULL)
-    grid = {"tasks": args.task or grid["tasks"], "models": args.model or grid["models"],
-            "seeds": args.seeds if args.seeds is not None else grid["seeds"],
-            "max_epochs": args.max_epochs or grid["max_epochs"]}
+    grid = {**grid, "tasks": args.task or grid["tasks"]}
     out = Path(args.out or ("results/synthetics_quick.json" if args.quick else "results/synthetics.json"))
     commit = current_commit()  # of the code the cells run, whatever HEAD does meanwhile
     records = json.loads(out.read_text()) if out.exists() else []
-    cells = [(t, m, s, d) for t in grid["tasks"] for s in grid["seeds"] for m in grid["models"] for d in args.d_model]
-    jobs = [(t, m, s, d, grid["max_epochs"], args.plateau, {"seq_len": args.seq_len, "n_pairs": args.pairs} if t == "mqar" else {},
-             commit) for t, m, s, d in cells]
+    jobs = _jobs(args, grid, commit)
 
     def done(rec):
         nonlocal records
@@ -80,6 +105,8 @@ def run(args) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(records, indent=1) + "\n")  # after every cell: nothing lost on interrupt
         out.with_suffix(".md").write_text(report(records))
+        if any(r["task"] == "mqar" for r in records):
+            plot_mqar(records, out.with_name(out.stem + "_mqar.png"))
 
     if args.jobs > 1:
         import multiprocessing
@@ -91,7 +118,7 @@ def run(args) -> int:
                 done(fut.result())
         return 0
     for job in tqdm(jobs, desc="cells", unit="cell"):
-        bar = tqdm(total=grid["max_epochs"], desc=f"{job[0]}/{job[1]}/seed{job[2]}", leave=False, unit="epoch")
+        bar = tqdm(total=job[4], desc=f"{job[0]}/{job[1]}/seed{job[2]}", leave=False, unit="epoch")
 
         def on_epoch(epoch, loss, acc):
             bar.update(1)

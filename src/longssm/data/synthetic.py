@@ -2,10 +2,12 @@
 
 Every generator is a pure function of (config, seed): a ``numpy`` generator seeded once draws all
 examples; examples are de-duplicated and split into disjoint train and test sets. An example is a
-token sequence ``seq``; models read ``seq[:-1]`` and predict ``seq[1:]``. Training uses the loss on
-every next-token position; accuracy counts only the ``mask`` positions (the last token for the
-H3 tasks, as in the paper, so training accuracy is not comparable to the loss on the random
-context tokens, which are unpredictable by design).
+token sequence ``seq``; models read ``seq[:-1]`` and predict ``seq[1:]``. Accuracy counts only the
+``mask`` positions (the last token for the H3 tasks, as in the paper, so training accuracy is not
+comparable to the loss on the random context tokens, which are unpredictable by design). The H3
+tasks train on the loss at every next-token position, as the paper does; MQAR trains on the loss
+at the query positions only (``TaskData.loss_on_scored``), as Zoology does (its labels are -100
+everywhere else).
 
 Token ids: ordinary tokens first, then the specials ``=>`` (copy prefix) and ``.`` (no-op, used
 as padding by MQAR).
@@ -27,6 +29,7 @@ class TaskData:
     test: torch.Tensor  # (n_test, seq_len + 1) long
     train_mask: torch.Tensor  # (n_train, seq_len) bool: positions scored by accuracy
     test_mask: torch.Tensor  # (n_test, seq_len) bool
+    loss_on_scored: bool = False  # train on the masked positions only (MQAR) instead of every position
 
 
 def _specials(vocab_size: int) -> tuple[int, int]:
@@ -137,4 +140,4 @@ def make_task(name: str, seed: int = 0, n_train: int = 5000, n_test: int = 500, 
     else:
         raise ValueError(f"unknown task {name!r}; expected induction_head, associative_recall or mqar")
     train, test, train_mask, test_mask = _unique_split(make, n_train, n_test, seed)
-    return TaskData(name, V, train, test, train_mask, test_mask)
+    return TaskData(name, V, train, test, train_mask, test_mask, loss_on_scored=name == "mqar")

@@ -111,7 +111,10 @@ def run_cell(task: TaskData, model_name: str, seed: int, cfg: SyntheticConfig, o
                 grp["lr"] = grp["peak_lr"] * scale
             step += 1
             logits, _ = model(s[:, :-1], return_state=False)
-            loss = F.cross_entropy(logits.flatten(0, 1), s[:, 1:].flatten())
+            target = s[:, 1:]
+            if task.loss_on_scored:
+                target = target.masked_fill(~task.train_mask[idx], -100)  # cross_entropy's ignore_index
+            loss = F.cross_entropy(logits.flatten(0, 1), target.flatten())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -154,7 +157,7 @@ def current_commit() -> str:
 
 def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
     """New records replace old ones of the same (task, model, seed, d_model, seq_len)."""
-    key = lambda r: (r["task"], r["model"], r["seed"], r.get("d_model"), r.get("seq_len"))
+    key = lambda r: (r["task"], r["model"], r["seed"], r.get("d_model"), r.get("seq_len"), r.get("pairs"))
     merged = {key(r): r for r in old}
     merged.update({key(r): r for r in new})
     return sorted(merged.values(), key=lambda r: (r["task"], r["model"], r.get("d_model", 0), r.get("seq_len", 0), r["seed"]))
@@ -187,3 +190,36 @@ def report(records: list[dict]) -> str:
         lines.append(f"| {task} | {model} | {d} | {L} | {statistics.mean(accs):.1f} ± {std:.1f} | {len(rs)} | "
                      f"{epochs} | {'' if paper is None else f'{paper:.1f}'} | {commits} |")
     return "\n".join(lines) + "\n"
+
+
+def plot_mqar(records: list[dict], path) -> None:
+    """Zoology-style figure: MQAR test accuracy against d_model, one panel per (sequence length,
+    pairs), a line per model (mean over seeds)."""
+    import statistics
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc: dict[tuple, list[float]] = {}
+    for r in records:
+        if r["task"] == "mqar":
+            acc.setdefault((r["seq_len"], r.get("pairs"), r["model"], r["d_model"]), []).append(r["test_accuracy"])
+    shapes = sorted({k[:2] for k in acc})
+    models = sorted({k[2] for k in acc})
+    fig, axes = plt.subplots(1, len(shapes), figsize=(4.5 * len(shapes), 3.8), squeeze=False, sharey=True)
+    for ax, (L, P) in zip(axes[0], shapes):
+        for i, m in enumerate(models):
+            ds = sorted(d for (l, p, mm, d) in acc if (l, p, mm) == (L, P, m))
+            ax.plot(ds, [statistics.mean(acc[(L, P, m, d)]) for d in ds], marker="o", color=plt.cm.tab10(i), label=m)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"seq_len {L}, {P} key-value pairs")
+        ax.set_xlabel("d_model")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy on queries (%)")
+    axes[0][0].legend()
+    fig.suptitle("Multi-query associative recall (2 layers), `longssm synthetics --task mqar`")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
