@@ -51,20 +51,47 @@ def add_parser(sub) -> None:
 
 
 def _cell(args_tuple):
-    """One grid cell in a worker process (a single torch thread)."""
+    """One grid cell, in this process or a worker (a single torch thread). ``progress`` is the
+    per-epoch callback, or (queue, index) in a worker: epochs are sent to the parent's bars."""
     import torch
 
     from longssm.data.synthetic import make_task
     from longssm.evaluation.synthetics import SyntheticConfig, run_cell
 
-    task_name, model, seed, d, max_epochs, plateau, task_kw, commit, threads, on_epoch = args_tuple
+    task_name, model, seed, d, max_epochs, plateau, task_kw, commit, threads, progress = args_tuple
     if threads:
         torch.set_num_threads(threads)
+    on_epoch = progress
+    if isinstance(progress, tuple):
+        queue, index = progress
+        on_epoch = lambda epoch, loss, acc: queue.put((index, epoch, loss, acc))
     rec = run_cell(make_task(task_name, seed, **task_kw), model, seed,
                    SyntheticConfig(d_model=d, max_epochs=max_epochs, plateau=plateau), on_epoch, commit)
     if task_name == "mqar":
         rec.update(pairs=task_kw["n_pairs"], vocab=task_kw["vocab_size"])
     return rec
+
+
+class _EpochBars:
+    """One progress bar per running cell (epochs, last loss, test accuracy)."""
+
+    def __init__(self, jobs):
+        self.jobs, self.bars, self.closed = jobs, {}, set()
+
+    def update(self, i, epoch, loss, acc):
+        if i in self.closed:  # a late message from a finished cell
+            return
+        if i not in self.bars:
+            t, m, seed, d = self.jobs[i][:4]
+            self.bars[i] = tqdm(total=self.jobs[i][4], desc=f"{t}/{m}/d{d}/seed{seed}", leave=False, unit="epoch")
+        bar = self.bars[i]
+        bar.n = epoch
+        bar.set_postfix(loss=f"{loss:.3f}", test_acc=f"{acc:.1f}")  # refreshes
+
+    def close(self, i):
+        self.closed.add(i)
+        if i in self.bars:
+            self.bars.pop(i).close()
 
 
 def _jobs(args, grid: dict, commit: str) -> list[tuple]:
@@ -103,27 +130,38 @@ def run(args) -> int:
                    f"{rec['test_accuracy']:.1f}% after {rec['epochs']} epochs ({rec['seconds']:.0f} s)")
         records = merge_records(records, [rec])
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(records, indent=1) + "\n")  # after every cell: nothing lost on interrupt
-        out.with_suffix(".md").write_text(report(records))
+        for path, text in ((out, json.dumps(records, indent=1) + "\n"), (out.with_suffix(".md"), report(records))):
+            tmp = path.with_suffix(".tmp")  # after every cell, atomically: nothing lost on interrupt
+            tmp.write_text(text)
+            tmp.replace(path)
         if any(r["task"] == "mqar" for r in records):
             plot_mqar(records, out.with_name(out.stem + "_mqar.png"))
 
+    bars, cells = _EpochBars(jobs), tqdm(total=len(jobs), desc="cells", unit="cell")
     if args.jobs > 1:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        import queue as queue_lib
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_cell, (*job, 1, None)) for job in jobs]
-            for fut in tqdm(as_completed(futures), total=len(futures), desc="cells", unit="cell"):
-                done(fut.result())
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Manager() as manager, ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+            epochs = manager.Queue()
+            futures = {pool.submit(_cell, (*job, 1, (epochs, i))): i for i, job in enumerate(jobs)}
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                try:
+                    while True:
+                        bars.update(*epochs.get_nowait())
+                except queue_lib.Empty:
+                    pass
+                for fut in finished:
+                    bars.close(futures[fut])
+                    done(fut.result())
+                    cells.update()
         return 0
-    for job in tqdm(jobs, desc="cells", unit="cell"):
-        bar = tqdm(total=job[4], desc=f"{job[0]}/{job[1]}/seed{job[2]}", leave=False, unit="epoch")
-
-        def on_epoch(epoch, loss, acc):
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", test_acc=f"{acc:.1f}")
-
-        done(_cell((*job, None, on_epoch)))
-        bar.close()
+    for i, job in enumerate(jobs):
+        done(_cell((*job, None, lambda epoch, loss, acc, i=i: bars.update(i, epoch, loss, acc))))
+        bars.close(i)
+        cells.update()
     return 0

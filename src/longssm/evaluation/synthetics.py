@@ -166,29 +166,52 @@ def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
 _STOP_MARK = {"plateau": "p", "max_epochs": "m"}
 
 
-def report(records: list[dict]) -> str:
-    """Markdown: mean +- std of test accuracy over seeds per (task, model), the paper beside it."""
+def _mean_std(accs: list[float]) -> str:
     import statistics
 
+    if len(accs) == 1:
+        return f"{accs[0]:.1f}"  # one seed: no spread to report
+    return f"{statistics.mean(accs):.1f} ± {statistics.stdev(accs):.1f}"
+
+
+def summary(records: list[dict]) -> str:
+    """The paper's table: a row per model (in MODELS order), test accuracy mean ± std (seeds) per
+    H3 task at width 32, the paper's number beside it."""
+    tasks = ("induction_head", "associative_recall")
+    lines = ["| test accuracy % | induction head | associative recall |", "|---|---:|---:|"]
+    for model in MODELS:
+        cells = []
+        for task in tasks:
+            accs = [r["test_accuracy"] for r in records if (r["task"], r["model"], r.get("d_model", 32)) == (task, model, 32)]
+            paper = PAPER.get((task, model))
+            cell = f"{_mean_std(accs)} ({len(accs)} seed{'s' * (len(accs) > 1)})" if accs else "not run"
+            cells.append(cell + ("" if paper is None else f" · paper {paper:.1f}"))
+        if any(c != "not run" for c in cells):
+            lines.append(f"| {model} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
+def report(records: list[dict]) -> str:
+    """Markdown: the paper's table (:func:`summary`), then every (task, model, width, length) with
+    mean +- std over seeds, epochs per seed and the commits that ran them."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["task"], r["model"], r.get("d_model"), r.get("seq_len")), []).append(r)
+        groups.setdefault((r["task"], r["model"], r.get("d_model"), r.get("seq_len"), r.get("pairs")), []).append(r)
     lines = ["# Synthetic recall (H3 paper, section 3.1, Table 2)", "",
              "Test accuracy on the scored tokens (the last token for induction head and associative "
              "recall, every query for MQAR) of 2-layer models, `longssm synthetics`; the paper's "
              "numbers beside ours. Epochs per seed: until 100% test accuracy for 3 epochs, or "
              "p = stopped below 90% after 100 epochs past warm-up without a 2-point gain, m = the epoch cap "
-             "(400 as in the reference; 150 for `--quick`, whose schedule is scaled to it).", "",
-             "| task | model | d_model | seq_len | test accuracy % (mean ± std) | seeds | epochs | paper | commit |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
-    for (task, model, d, L), rs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
-        accs = [r["test_accuracy"] for r in rs]
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+             "(400 as in the reference; 150 for `--quick`, whose schedule is scaled to it; 32 for MQAR).", "",
+             summary(records), "Every cell:", "",
+             "| task | model | d_model | seq_len | pairs | test accuracy % (mean ± std) | seeds | epochs | paper | commit |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for (task, model, d, L, P), rs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
         paper = PAPER.get((task, model))
         epochs = "/".join(f"{r['epochs']}{_STOP_MARK.get(r.get('stopped'), '')}" for r in rs)
         commits = ",".join(sorted({r.get("commit", "?") for r in rs}))
-        lines.append(f"| {task} | {model} | {d} | {L} | {statistics.mean(accs):.1f} ± {std:.1f} | {len(rs)} | "
-                     f"{epochs} | {'' if paper is None else f'{paper:.1f}'} | {commits} |")
+        lines.append(f"| {task} | {model} | {d} | {L} | {P or ''} | {_mean_std([r['test_accuracy'] for r in rs])} | "
+                     f"{len(rs)} | {epochs} | {'' if paper is None else f'{paper:.1f}'} | {commits} |")
     return "\n".join(lines) + "\n"
 
 
