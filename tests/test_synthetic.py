@@ -61,12 +61,14 @@ def test_synthetics_command_writes_records(tmp_path, capsys):
     import json
 
     from longssm.cli.main import main
+    from longssm.evaluation.synthetics import report
 
     out = tmp_path / "syn.json"
     assert main(["synthetics", "--task", "associative_recall", "--model", "h3-no-gate", "--seeds", "0",
                  "--max-epochs", "1", "--out", str(out)]) == 0
     (rec,) = json.loads(out.read_text())
-    assert {"task", "model", "seed", "test_accuracy", "epochs", "seconds"} <= set(rec)
+    assert {"task", "model", "seed", "test_accuracy", "epochs", "seconds", "cpu_seconds"} <= set(rec)
+    assert 0 < rec["cpu_seconds"] and "| CPU s/epoch |" in report([rec])
     assert rec["task"] == "associative_recall" and rec["model"] == "h3-no-gate" and rec["epochs"] == 1
     assert 0 <= rec["test_accuracy"] <= 100
     assert "associative_recall | h3-no-gate" in out.with_suffix(".md").read_text()

@@ -99,7 +99,7 @@ def run_cell(task: TaskData, model_name: str, seed: int, cfg: SyntheticConfig, o
     total, warmup = cfg.max_epochs * steps_per_epoch, max(1, int(cfg.warmup_fraction * cfg.max_epochs) * steps_per_epoch)
     step = 0
     g = torch.Generator().manual_seed(seed)
-    t0, streak, test_acc, epoch, best, best_epoch = time.time(), 0, 0.0, 0, -math.inf, 0
+    t0, cpu0, streak, test_acc, epoch, best, best_epoch = time.time(), time.process_time(), 0, 0.0, 0, -math.inf, 0
     warmup_epochs = int(cfg.warmup_fraction * cfg.max_epochs)
     stop = "max_epochs"
     for epoch in range(1, cfg.max_epochs + 1):
@@ -134,7 +134,8 @@ def run_cell(task: TaskData, model_name: str, seed: int, cfg: SyntheticConfig, o
     return {"task": task.name, "model": model_name, "seed": seed, "test_accuracy": test_acc,
             "train_accuracy": accuracy(model, task.train, task.train_mask),
             "epochs": epoch, "stopped": stop, "max_epochs": cfg.max_epochs,
-            "seconds": time.time() - t0, "d_model": cfg.d_model, "seq_len": seq_len,
+            "seconds": time.time() - t0, "cpu_seconds": time.process_time() - cpu0,
+            "d_model": cfg.d_model, "seq_len": seq_len,
             "commit": commit or current_commit()}
 
 
@@ -204,14 +205,17 @@ def report(records: list[dict]) -> str:
              "p = stopped below 90% after 100 epochs past warm-up without a 2-point gain, m = the epoch cap "
              "(400 as in the reference; 150 for `--quick`, whose schedule is scaled to it; 32 for MQAR).", "",
              summary(records), "Every cell:", "",
-             "| task | model | d_model | seq_len | pairs | test accuracy % (mean ± std) | seeds | epochs | paper | commit |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| task | model | d_model | seq_len | pairs | test accuracy % (mean ± std) | seeds | epochs | paper "
+             "| CPU s/epoch | commit |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for (task, model, d, L, P), rs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
         paper = PAPER.get((task, model))
         epochs = "/".join(f"{r['epochs']}{_STOP_MARK.get(r.get('stopped'), '')}" for r in rs)
         commits = ",".join(sorted({r.get("commit", "?") for r in rs}))
+        cpu = [r["cpu_seconds"] / r["epochs"] for r in rs if "cpu_seconds" in r]  # wall seconds depend on the load
         lines.append(f"| {task} | {model} | {d} | {L} | {P or ''} | {_mean_std([r['test_accuracy'] for r in rs])} | "
-                     f"{len(rs)} | {epochs} | {'' if paper is None else f'{paper:.1f}'} | {commits} |")
+                     f"{len(rs)} | {epochs} | {'' if paper is None else f'{paper:.1f}'} | "
+                     f"{f'{sum(cpu) / len(cpu):.2f}' if cpu else ''} | {commits} |")
     return "\n".join(lines) + "\n"
 
 
