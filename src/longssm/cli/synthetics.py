@@ -44,30 +44,35 @@ def add_parser(sub) -> None:
                    help="MQAR key-value pairs, one per --seq-len (default seq_len / 16)")
     p.add_argument("--vocab", type=int, default=MQAR["vocab"], help="MQAR vocabulary size (Zoology: 8192)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="cells trained in parallel processes (one torch thread each); tiny models "
-                        "are dispatch-bound, so 2 jobs on 2 cores roughly double throughput")
+                   help="cells trained in parallel processes; every cell runs on one torch thread (tiny "
+                        "models are dispatch-bound), so use one job per core")
     p.add_argument("--out", default=None,
                    help="records (merged) and table; default results/synthetics.json (--quick: synthetics_quick.json)")
     p.set_defaults(func=run)
 
 
 def _cell(args_tuple):
-    """One grid cell, in this process or a worker (a single torch thread). ``progress`` is the
-    per-epoch callback, or (queue, index) in a worker: epochs are sent to the parent's bars."""
+    """One grid cell, in this process or a worker, on one torch thread: the models are tiny and
+    dispatch-bound, so a second intra-op thread only spins (with other cells on the 2 cores here,
+    a cell on 2 threads ran several times slower than on one). ``progress`` is the per-epoch callback, or
+    (queue, index) in a worker: epochs are sent to the parent's bars."""
     import torch
 
     from longssm.data.synthetic import make_task
     from longssm.evaluation.synthetics import SyntheticConfig, run_cell
 
-    task_name, model, seed, d, max_epochs, plateau, task_kw, commit, threads, progress = args_tuple
-    if threads:
-        torch.set_num_threads(threads)
+    task_name, model, seed, d, max_epochs, plateau, task_kw, commit, progress = args_tuple
     on_epoch = progress
     if isinstance(progress, tuple):
         queue, index = progress
         on_epoch = lambda epoch, loss, acc: queue.put((index, epoch, loss, acc))
-    rec = run_cell(make_task(task_name, seed, **task_kw), model, seed,
-                   SyntheticConfig(d_model=d, max_epochs=max_epochs, plateau=plateau), on_epoch, commit)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rec = run_cell(make_task(task_name, seed, **task_kw), model, seed,
+                       SyntheticConfig(d_model=d, max_epochs=max_epochs, plateau=plateau), on_epoch, commit)
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting, when the cell ran in its process
     if task_name == "mqar":
         rec.update(pairs=task_kw["n_pairs"], vocab=task_kw["vocab_size"])
     return rec
@@ -147,7 +152,7 @@ def run(args) -> int:
         ctx = multiprocessing.get_context("spawn")
         with ctx.Manager() as manager, ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
             epochs = manager.Queue()
-            futures = {pool.submit(_cell, (*job, 1, (epochs, i))): i for i, job in enumerate(jobs)}
+            futures = {pool.submit(_cell, (*job, (epochs, i))): i for i, job in enumerate(jobs)}
             pending = set(futures)
             while pending:
                 finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -162,7 +167,7 @@ def run(args) -> int:
                     cells.update()
         return 0
     for i, job in enumerate(jobs):
-        done(_cell((*job, None, lambda epoch, loss, acc, i=i: bars.update(i, epoch, loss, acc))))
+        done(_cell((*job, lambda epoch, loss, acc, i=i: bars.update(i, epoch, loss, acc))))
         bars.close(i)
         cells.update()
     return 0
