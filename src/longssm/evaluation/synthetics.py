@@ -149,11 +149,13 @@ def _schedule(step: int, warmup: int, total: int, min_ratio: float) -> float:
 
 
 def current_commit() -> str:
-    """Short hash of HEAD, with ``+dirty`` when tracked files differ from it (``unknown`` outside git)."""
+    """Short hash of HEAD, with ``+dirty`` when tracked files under ``src/`` differ from it (results
+    written meanwhile by another run do not count), ``unknown`` outside git."""
     try:
         run = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, timeout=5).stdout.strip()
         head = run("rev-parse", "--short", "HEAD")
-        return (head + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")) if head else "unknown"
+        dirty = run("status", "--porcelain", "--untracked-files=no", "--", ":/src")
+        return (head + ("+dirty" if dirty else "")) if head else "unknown"
     except OSError:
         return "unknown"
 
