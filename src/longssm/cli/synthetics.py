@@ -140,7 +140,9 @@ def run(args) -> int:
             tmp = path.with_suffix(".tmp")  # after every cell, atomically: nothing lost on interrupt
             tmp.write_text(text)
             tmp.replace(path)
-        if any(r["task"] == "mqar" for r in records):
+
+    def plot():
+        if any(r["task"] == "mqar" for r in records):  # once per run, from the merged records
             plot_mqar(records, out.with_name(out.stem + "_mqar.png"))
 
     bars, cells = _EpochBars(jobs), tqdm(total=len(jobs), desc="cells", unit="cell")
@@ -165,9 +167,11 @@ def run(args) -> int:
                     bars.close(futures[fut])
                     done(fut.result())
                     cells.update()
+        plot()
         return 0
     for i, job in enumerate(jobs):
         done(_cell((*job, lambda epoch, loss, acc, i=i: bars.update(i, epoch, loss, acc))))
         bars.close(i)
         cells.update()
+    plot()
     return 0

@@ -161,7 +161,7 @@ def current_commit() -> str:
 
 
 def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
-    """New records replace old ones of the same (task, model, seed, d_model, seq_len)."""
+    """New records replace old ones of the same (task, model, seed, d_model, seq_len, pairs)."""
     key = lambda r: (r["task"], r["model"], r["seed"], r.get("d_model"), r.get("seq_len"), r.get("pairs"))
     merged = {key(r): r for r in old}
     merged.update({key(r): r for r in new})
