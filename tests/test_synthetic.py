@@ -68,8 +68,11 @@ def test_synthetics_command_writes_records(tmp_path, capsys):
                  "--max-epochs", "1", "--out", str(out)]) == 0
     (rec,) = json.loads(out.read_text())
     assert {"task", "model", "seed", "test_accuracy", "epochs", "seconds", "cpu_seconds"} <= set(rec)
-    assert 0 < rec["cpu_seconds"] and "| CPU s/epoch |" in report([rec])
+    md = report([rec])
+    assert 0 < rec["cpu_seconds"] and "| CPU s/epoch |" in md
+    assert f"| 5,000 | {rec['test_accuracy']:.1f} | {rec['train_accuracy']:.1f} | 1 |" in md  # examples, test, train, seeds
     assert rec["task"] == "associative_recall" and rec["model"] == "h3-no-gate" and rec["epochs"] == 1
+    assert rec["train_examples"] == 5000  # the H3 paper's training set
     assert 0 <= rec["test_accuracy"] <= 100
     assert "associative_recall | h3-no-gate" in out.with_suffix(".md").read_text()
 
@@ -117,10 +120,11 @@ def test_mqar_sweep_command(tmp_path):
 
     out = tmp_path / "syn.json"
     assert main(["synthetics", "--task", "mqar", "--model", "h3", "--seq-len", "32", "--d-model", "8", "16",
-                 "--vocab", "32", "--max-epochs", "1", "--out", str(out)]) == 0
+                 "--vocab", "32", "--max-epochs", "1", "--train-examples", "200", "--out", str(out)]) == 0
     recs = json.loads(out.read_text())
     # one cell per (seq_len, d_model); pairs default to seq_len / 16
-    assert sorted((r["seq_len"], r["d_model"], r["pairs"], r["vocab"]) for r in recs) == [(32, 8, 2, 32), (32, 16, 2, 32)]
+    assert sorted((r["seq_len"], r["d_model"], r["pairs"], r["vocab"], r["train_examples"]) for r in recs) == [
+        (32, 8, 2, 32, 200), (32, 16, 2, 32, 200)]
     assert (tmp_path / "syn_mqar.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="one value per --seq-len"):
         main(["synthetics", "--task", "mqar", "--seq-len", "16", "32", "--pairs", "1", "--out", str(out)])

@@ -198,7 +198,8 @@ def summary(records: list[dict]) -> str:
 
 def report(records: list[dict]) -> str:
     """Markdown: the paper's table (:func:`summary`), then every (task, model, width, length) with
-    mean +- std over seeds, epochs per seed and the commits that ran them."""
+    test and training accuracy (mean +- std over seeds: a gap between them is memorisation, not a
+    failure to fit), epochs per seed and the commits that ran them."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["task"], r["model"], r.get("d_model"), r.get("seq_len"), r.get("pairs")), []).append(r)
@@ -210,16 +211,18 @@ def report(records: list[dict]) -> str:
              "gain), m = the epoch cap (400 as in the reference; 150 for `--quick`, whose schedule is "
              "scaled to it; the MQAR cap is in its rows' epochs).", "",
              summary(records), "Every cell:", "",
-             "| task | model | d_model | seq_len | pairs | test accuracy % (mean ± std) | seeds | epochs | paper "
-             "| CPU s/epoch | commit |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| task | model | d_model | seq_len | pairs | train examples | test accuracy % (mean ± std) "
+             "| train accuracy % | seeds | epochs | paper | CPU s/epoch | commit |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for (task, model, d, L, P), rs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
         paper = PAPER.get((task, model))
         epochs = "/".join(f"{r['epochs']}{_STOP_MARK.get(r.get('stopped'), '')}" for r in rs)
         commits = ",".join(sorted({r.get("commit", "?") for r in rs}))
         cpu = [r["cpu_seconds"] / r["epochs"] for r in rs if "cpu_seconds" in r]  # wall seconds depend on the load
-        lines.append(f"| {task} | {model} | {d} | {L} | {P or ''} | {_mean_std([r['test_accuracy'] for r in rs])} | "
-                     f"{len(rs)} | {epochs} | {'' if paper is None else f'{paper:.1f}'} | "
+        test, train = (_mean_std([r[k] for r in rs]) for k in ("test_accuracy", "train_accuracy"))
+        n_train = "/".join(sorted({f"{r['train_examples']:,}" for r in rs}))
+        lines.append(f"| {task} | {model} | {d} | {L} | {P or ''} | {n_train} | {test} | {train} | {len(rs)} | {epochs} | "
+                     f"{'' if paper is None else f'{paper:.1f}'} | "
                      f"{f'{sum(cpu) / len(cpu):.2f}' if cpu else ''} | {commits} |")
     return "\n".join(lines) + "\n"
 
