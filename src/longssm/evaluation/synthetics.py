@@ -98,7 +98,8 @@ def run_cell(task: TaskData, model_name: str, seed: int, cfg: SyntheticConfig, o
         grp["peak_lr"] = grp["lr"]
     opt = torch.optim.AdamW(groups, fused=True)  # one fused kernel per group: the step is dispatch-bound
     steps_per_epoch = -(-task.train.shape[0] // cfg.batch_size)
-    total, warmup = cfg.max_epochs * steps_per_epoch, max(1, int(cfg.warmup_fraction * cfg.max_epochs) * steps_per_epoch)
+    total = cfg.max_epochs * steps_per_epoch
+    warmup = max(1, int(cfg.warmup_fraction * total))  # in steps: a 3-epoch MQAR schedule still warms up
     step = 0
     g = torch.Generator().manual_seed(seed)
     t0, cpu0, streak, test_acc, epoch, best, best_epoch = time.time(), time.process_time(), 0, 0.0, 0, -math.inf, 0
