@@ -128,3 +128,15 @@ def test_mqar_sweep_command(tmp_path):
     assert (tmp_path / "syn_mqar.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="one value per --seq-len"):
         main(["synthetics", "--task", "mqar", "--seq-len", "16", "32", "--pairs", "1", "--out", str(out)])
+
+
+def test_merge_records_keeps_training_set_sizes_apart():
+    from longssm.evaluation.synthetics import merge_records, report
+
+    base = dict(task="mqar", model="h3", seed=0, d_model=64, seq_len=64, pairs=4, epochs=3, stopped="max_epochs",
+                train_accuracy=50.0, commit="x")
+    old = [dict(base, train_examples=5000, test_accuracy=10.0), dict(base, train_examples=100_000, test_accuracy=20.0)]
+    merged = merge_records(old, [dict(base, train_examples=5000, test_accuracy=30.0)])
+    assert sorted((r["train_examples"], r["test_accuracy"]) for r in merged) == [(5000, 30.0), (100_000, 20.0)]
+    md = report(merged)  # one row per training-set size, never a mean across them
+    assert "| 5,000 | 30.0 |" in md and "| 100,000 | 20.0 |" in md

@@ -162,8 +162,10 @@ def current_commit() -> str:
 
 
 def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
-    """New records replace old ones of the same (task, model, seed, d_model, seq_len, pairs)."""
-    key = lambda r: (r["task"], r["model"], r["seed"], r.get("d_model"), r.get("seq_len"), r.get("pairs"))
+    """New records replace old ones of the same (task, model, seed, d_model, seq_len, pairs,
+    training examples)."""
+    key = lambda r: (r["task"], r["model"], r["seed"], r.get("d_model"), r.get("seq_len"), r.get("pairs"),
+                     r["train_examples"])
     merged = {key(r): r for r in old}
     merged.update({key(r): r for r in new})
     return sorted(merged.values(), key=lambda r: (r["task"], r["model"], r.get("d_model", 0), r.get("seq_len", 0), r["seed"]))
@@ -203,7 +205,8 @@ def report(records: list[dict]) -> str:
     failure to fit), epochs per seed and the commits that ran them."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["task"], r["model"], r.get("d_model"), r.get("seq_len"), r.get("pairs")), []).append(r)
+        groups.setdefault((r["task"], r["model"], r.get("d_model"), r.get("seq_len"), r.get("pairs"),
+                           r["train_examples"]), []).append(r)
     lines = ["# Synthetic recall (H3 paper, section 3.1, Table 2)", "",
              "Test accuracy on the scored tokens (the last token for induction head and associative "
              "recall, every query for MQAR) of 2-layer models, `longssm synthetics`; the paper's "
@@ -215,22 +218,21 @@ def report(records: list[dict]) -> str:
              "| task | model | d_model | seq_len | pairs | train examples | test accuracy % (mean ± std) "
              "| train accuracy % | seeds | epochs | paper | CPU s/epoch | commit |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for (task, model, d, L, P), rs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+    for (task, model, d, L, P, n_train), rs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
         paper = PAPER.get((task, model))
         epochs = "/".join(f"{r['epochs']}{_STOP_MARK.get(r.get('stopped'), '')}" for r in rs)
         commits = ",".join(sorted({r.get("commit", "?") for r in rs}))
         cpu = [r["cpu_seconds"] / r["epochs"] for r in rs if "cpu_seconds" in r]  # wall seconds depend on the load
         test, train = (_mean_std([r[k] for r in rs]) for k in ("test_accuracy", "train_accuracy"))
-        n_train = "/".join(sorted({f"{r['train_examples']:,}" for r in rs}))
-        lines.append(f"| {task} | {model} | {d} | {L} | {P or ''} | {n_train} | {test} | {train} | {len(rs)} | {epochs} | "
-                     f"{'' if paper is None else f'{paper:.1f}'} | "
+        lines.append(f"| {task} | {model} | {d} | {L} | {P or ''} | {n_train:,} | {test} | {train} | {len(rs)} | "
+                     f"{epochs} | {'' if paper is None else f'{paper:.1f}'} | "
                      f"{f'{sum(cpu) / len(cpu):.2f}' if cpu else ''} | {commits} |")
     return "\n".join(lines) + "\n"
 
 
 def plot_mqar(records: list[dict], path) -> None:
     """Zoology-style figure: MQAR test accuracy against d_model, one panel per (sequence length,
-    pairs), a line per model (mean over seeds)."""
+    pairs, training examples), a line per model (mean over seeds)."""
     import statistics
 
     import matplotlib
@@ -241,16 +243,17 @@ def plot_mqar(records: list[dict], path) -> None:
     acc: dict[tuple, list[float]] = {}
     for r in records:
         if r["task"] == "mqar":
-            acc.setdefault((r["seq_len"], r.get("pairs"), r["model"], r["d_model"]), []).append(r["test_accuracy"])
-    shapes = sorted({k[:2] for k in acc})
-    models = sorted({k[2] for k in acc})
+            acc.setdefault((r["seq_len"], r["pairs"], r["train_examples"], r["model"], r["d_model"]), []).append(
+                r["test_accuracy"])
+    shapes = sorted({k[:3] for k in acc})
+    models = sorted({k[3] for k in acc})
     fig, axes = plt.subplots(1, len(shapes), figsize=(4.5 * len(shapes), 3.8), squeeze=False, sharey=True)
-    for ax, (L, P) in zip(axes[0], shapes):
+    for ax, (L, P, n) in zip(axes[0], shapes):
         for i, m in enumerate(models):
-            ds = sorted(d for (l, p, mm, d) in acc if (l, p, mm) == (L, P, m))
-            ax.plot(ds, [statistics.mean(acc[(L, P, m, d)]) for d in ds], marker="o", color=plt.cm.tab10(i), label=m)
+            ds = sorted(d for (*shape, mm, d) in acc if (*shape, mm) == (L, P, n, m))
+            ax.plot(ds, [statistics.mean(acc[(L, P, n, m, d)]) for d in ds], marker="o", color=plt.cm.tab10(i), label=m)
         ax.set_xscale("log", base=2)
-        ax.set_title(f"seq_len {L}, {P} key-value pairs")
+        ax.set_title(f"seq_len {L}, {P} pairs, {n:,} training examples", fontsize=10)
         ax.set_xlabel("d_model")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy on queries (%)")
