@@ -140,3 +140,26 @@ def test_merge_records_keeps_training_set_sizes_apart():
     assert sorted((r["train_examples"], r["test_accuracy"]) for r in merged) == [(5000, 30.0), (100_000, 20.0)]
     md = report(merged)  # one row per training-set size, never a mean across them
     assert "| 5,000 | 30.0 |" in md and "| 100,000 | 20.0 |" in md
+
+
+def test_synthetics_command_reads_older_records_and_rejects_bad_files(tmp_path):
+    import json
+
+    from longssm.cli.main import main
+
+    out = tmp_path / "syn.json"
+    legacy = dict(task="induction_head", model="s4d", seed=0, d_model=32, seq_len=31, test_accuracy=10.0,
+                  train_accuracy=12.0, epochs=400, stopped="max_epochs", commit="old")  # no train_examples
+    out.write_text(json.dumps([legacy]))
+    assert main(["synthetics", "--task", "associative_recall", "--model", "h3", "--seeds", "0",
+                 "--max-epochs", "1", "--out", str(out)]) == 0
+    recs = json.loads(out.read_text())
+    assert sorted((r["task"], r["train_examples"]) for r in recs) == [("associative_recall", 5000),
+                                                                       ("induction_head", 5000)]
+    out.write_text("{not json")
+    with pytest.raises(SystemExit, match="not a JSON results file"):
+        main(["synthetics", "--task", "associative_recall", "--model", "h3", "--out", str(out)])
+    out.write_text(json.dumps({"task": "x"}))
+    with pytest.raises(SystemExit, match="not a list of synthetics records"):
+        main(["synthetics", "--task", "associative_recall", "--model", "h3", "--out", str(out)])
+    assert out.read_text() == json.dumps({"task": "x"})  # left as it was

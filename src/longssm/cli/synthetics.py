@@ -108,6 +108,13 @@ class _EpochBars:
             self.bars.pop(i).close()
 
 
+def _write(path: Path, text: str) -> None:
+    """After every cell, atomically: nothing is lost on an interrupt."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def _jobs(args, grid: dict, commit: str) -> list[tuple]:
     """(task, model, seed, d_model, max_epochs, plateau, task options, commit) per cell: the H3 tasks
     at each width; MQAR at each (sequence length, pairs) and width, with its own defaults."""
@@ -131,13 +138,16 @@ def _jobs(args, grid: dict, commit: str) -> list[tuple]:
 
 
 def run(args) -> int:
-    from longssm.evaluation.synthetics import current_commit, merge_records, plot_mqar, report
+    from longssm.evaluation.synthetics import current_commit, load_records, merge_records, plot_mqar, report
 
     grid = dict(QUICK if args.quick else FULL)
     grid = {**grid, "tasks": args.task or grid["tasks"]}
     out = Path(args.out or ("results/synthetics_quick.json" if args.quick else "results/synthetics.json"))
     commit = current_commit()  # of the code the cells run, whatever HEAD does meanwhile
-    records = json.loads(out.read_text()) if out.exists() else []
+    try:
+        records = load_records(out)  # before any training: a bad file must not cost a run its results
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     jobs = _jobs(args, grid, commit)
 
     def done(rec):
@@ -146,10 +156,8 @@ def run(args) -> int:
                    f"{rec['test_accuracy']:.1f}% after {rec['epochs']} epochs ({rec['seconds']:.0f} s)")
         records = merge_records(records, [rec])
         out.parent.mkdir(parents=True, exist_ok=True)
-        for path, text in ((out, json.dumps(records, indent=1) + "\n"), (out.with_suffix(".md"), report(records))):
-            tmp = path.with_suffix(".tmp")  # after every cell, atomically: nothing lost on interrupt
-            tmp.write_text(text)
-            tmp.replace(path)
+        _write(out, json.dumps(records, indent=1) + "\n")  # the records first: the table is derived
+        _write(out.with_suffix(".md"), report(records))
 
     def plot():
         if any(r["task"] == "mqar" for r in records):  # once per run, from the merged records

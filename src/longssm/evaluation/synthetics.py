@@ -161,6 +161,28 @@ def current_commit() -> str:
         return "unknown"
 
 
+def load_records(path) -> list[dict]:
+    """The records of a results file (none if it does not exist). Records written before
+    ``train_examples`` was recorded all trained on the tasks' 5,000 examples. A file that is not a
+    list of records is an error naming it, raised before any training starts."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        records = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a JSON results file ({e}); move it away or pass another --out") from e
+    if not isinstance(records, list) or not all(isinstance(r, dict) and {"task", "model", "seed"} <= set(r)
+                                                for r in records):
+        raise ValueError(f"{path} is not a list of synthetics records; move it away or pass another --out")
+    for r in records:
+        r.setdefault("train_examples", 5000)
+    return records
+
+
 def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
     """New records replace old ones of the same (task, model, seed, d_model, seq_len, pairs,
     training examples)."""
