@@ -21,9 +21,7 @@ FULL = {"tasks": ["induction_head", "associative_recall"],
 #: epochs (the same steps) left attention at width 128 on the 25% plateau (copy some value in context)
 #: where the 5,000 repeated examples took it to 99.8%: at this step budget repetition trains faster.
 MQAR = {"models": ["attention", "h3", "mamba"], "seq_lens": [64, 128, 256], "d_model": [32, 64, 128],
-        "vocab": 512, "max_epochs": 64, "train_examples": 5000, "seeds": [0]}
-#: the H3 paper's training-set size for induction head and associative recall (section 3.1)
-TRAIN_EXAMPLES = 5000
+        "vocab": 512, "max_epochs": 64, "seeds": [0]}
 
 
 def add_parser(sub) -> None:
@@ -48,7 +46,7 @@ def add_parser(sub) -> None:
                    help="MQAR key-value pairs, one per --seq-len (default seq_len / 16)")
     p.add_argument("--vocab", type=int, default=MQAR["vocab"], help="MQAR vocabulary size (Zoology: 8192)")
     p.add_argument("--train-examples", type=int, default=None,
-                   help=f"training examples per task (default {TRAIN_EXAMPLES:,}, as in the H3 paper; "
+                   help="training examples per task (default 5,000, the H3 paper's; "
                         "Zoology trains MQAR on 100,000); 500 test examples")
     p.add_argument("--jobs", type=int, default=1,
                    help="cells trained in parallel processes; every cell runs on one torch thread (tiny "
@@ -82,7 +80,6 @@ def _cell(args_tuple):
         torch.set_num_threads(threads)  # the caller's setting, when the cell ran in its process
     if task_name == "mqar":
         rec.update(pairs=task_kw["n_pairs"], vocab=task_kw["vocab_size"])
-    rec["train_examples"] = task_kw["n_train"]
     return rec
 
 
@@ -129,9 +126,9 @@ def _jobs(args, grid: dict, commit: str) -> list[tuple]:
         models = args.model or (MQAR["models"] if mqar else grid["models"])
         epochs = args.max_epochs or (MQAR["max_epochs"] if mqar else grid["max_epochs"])
         widths = args.d_model or (MQAR["d_model"] if mqar else [32])
-        n_train = args.train_examples or (MQAR["train_examples"] if mqar else TRAIN_EXAMPLES)
-        shapes = ([{"seq_len": L, "n_pairs": P, "vocab_size": args.vocab, "n_train": n_train}
-                   for L, P in zip(seq_lens, pairs)] if mqar else [{"n_train": n_train}])
+        n_train = {"n_train": args.train_examples} if args.train_examples else {}  # else make_task's default
+        shapes = ([{"seq_len": L, "n_pairs": P, "vocab_size": args.vocab, **n_train}
+                   for L, P in zip(seq_lens, pairs)] if mqar else [n_train])
         jobs += [(t, m, s, d, epochs, args.plateau, kw, commit)
                  for s in seeds for kw in shapes for m in models for d in widths]
     return jobs

@@ -13,15 +13,17 @@ says why a cell stopped: ``solved``, ``plateau`` or ``max_epochs``.
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from longssm.data.synthetic import TaskData
+from longssm.data.synthetic import TRAIN_EXAMPLES, TaskData
 from longssm.layers import param_groups
 from longssm.models import LanguageModel, ModelConfig
 
@@ -138,7 +140,7 @@ def run_cell(task: TaskData, model_name: str, seed: int, cfg: SyntheticConfig, o
             "train_accuracy": accuracy(model, task.train, task.train_mask),
             "epochs": epoch, "stopped": stop, "max_epochs": cfg.max_epochs,
             "seconds": time.time() - t0, "cpu_seconds": time.process_time() - cpu0,
-            "d_model": cfg.d_model, "seq_len": seq_len,
+            "d_model": cfg.d_model, "seq_len": seq_len, "train_examples": task.train.shape[0],
             "commit": commit or current_commit()}
 
 
@@ -165,9 +167,6 @@ def load_records(path) -> list[dict]:
     """The records of a results file (none if it does not exist). Records written before
     ``train_examples`` was recorded all trained on the tasks' 5,000 examples. A file that is not a
     list of records is an error naming it, raised before any training starts."""
-    import json
-    from pathlib import Path
-
     path = Path(path)
     if not path.exists():
         return []
@@ -179,15 +178,18 @@ def load_records(path) -> list[dict]:
                                                 for r in records):
         raise ValueError(f"{path} is not a list of synthetics records; move it away or pass another --out")
     for r in records:
-        r.setdefault("train_examples", 5000)
+        r.setdefault("train_examples", TRAIN_EXAMPLES)
     return records
 
 
+def _cell_key(r: dict) -> tuple:
+    """What a cell is, seeds aside: (task, model, d_model, seq_len, pairs, training examples)."""
+    return r["task"], r["model"], r.get("d_model"), r.get("seq_len"), r.get("pairs"), r["train_examples"]
+
+
 def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
-    """New records replace old ones of the same (task, model, seed, d_model, seq_len, pairs,
-    training examples)."""
-    key = lambda r: (r["task"], r["model"], r["seed"], r.get("d_model"), r.get("seq_len"), r.get("pairs"),
-                     r["train_examples"])
+    """New records replace old ones of the same cell (:func:`_cell_key`) and seed."""
+    key = lambda r: (*_cell_key(r), r["seed"])
     merged = {key(r): r for r in old}
     merged.update({key(r): r for r in new})
     return sorted(merged.values(), key=lambda r: (r["task"], r["model"], r.get("d_model", 0), r.get("seq_len", 0), r["seed"]))
@@ -227,8 +229,7 @@ def report(records: list[dict]) -> str:
     failure to fit), epochs per seed and the commits that ran them."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["task"], r["model"], r.get("d_model"), r.get("seq_len"), r.get("pairs"),
-                           r["train_examples"]), []).append(r)
+        groups.setdefault(_cell_key(r), []).append(r)
     lines = ["# Synthetic recall (H3 paper, section 3.1, Table 2)", "",
              "Test accuracy on the scored tokens (the last token for induction head and associative "
              "recall, every query for MQAR) of 2-layer models, `longssm synthetics`; the paper's "
