@@ -28,23 +28,11 @@ def cmd_train(args) -> int:
     return 0
 
 
-def load_model(path: str):
-    """Model, tokenizer and record from a checkpoint (verified)."""
-    from longssm.data import tokenizer_from_json
-    from longssm.models import LanguageModel, ModelConfig
-    from longssm.training import checkpoint as ckpt
-
-    folder = ckpt.find_checkpoint(path)
-    record = ckpt.read_record(folder)
-    ckpt.verify(folder, record, files=("model.safetensors",))
-    model = LanguageModel(ModelConfig.from_dict(record["model_config"]))
-    ckpt.load_weights(folder, model)
-    return model.eval(), tokenizer_from_json(record["tokenizer"]), record, folder
-
-
 def cmd_eval(args) -> int:
     from longssm.data import Shard, read_documents, write_shard
     from longssm.evaluation.perplexity import evaluate
+
+    from longssm.models import load_model
 
     model, tokenizer, record, _ = load_model(args.checkpoint)
     if args.data:
@@ -72,6 +60,8 @@ def cmd_eval(args) -> int:
 
 def cmd_generate(args) -> int:
     from longssm.models import generate
+
+    from longssm.models import load_model
 
     model, tokenizer, _, _ = load_model(args.checkpoint)
     ids = tokenizer.encode(args.prompt)
@@ -124,7 +114,7 @@ def cmd_presets(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from longssm.models import count_parameters
+    from longssm.models import count_parameters, load_model
 
     model, tokenizer, record, folder = load_model(args.checkpoint)
     print(f"checkpoint {folder}\nstep {record['step']}  parameters {count_parameters(model):,}  "

@@ -19,7 +19,7 @@ from longssm.configs import apply_overrides
 def demo(out_dir: str, minutes: float, overrides: list[str]) -> int:
     from longssm.data.prepare import prepare_splits
     from longssm.evaluation.perplexity import evaluate, unigram_loss
-    from longssm.models import generate
+    from longssm.models import generate, load_model
     from longssm.training.config import resolve
     from longssm.training.loop import train
 
@@ -41,8 +41,6 @@ def demo(out_dir: str, minutes: float, overrides: list[str]) -> int:
           f"(documentation of Python's standard library, byte tokens)")
     metrics = train(cfg)
     shutil.rmtree(f"{out_dir}/probe", ignore_errors=True)
-    from longssm.cli.commands import load_model
-
     model, tokenizer, record, _ = load_model(out_dir)
     train_shard, valid_shard = prepare_splits(cfg.data, cfg.data.cache_dir, log=lambda *_: None)
     max_tokens = 64 * 1024

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from longssm.evaluation.length_extension import LengthExtensionConfig
+    from longssm.experiments.length_extension import LengthExtensionConfig
 
     d = LengthExtensionConfig()
     p = sub.add_parser("experiment", help="paper experiments (length-extension)")
@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from longssm.evaluation.length_extension import QUICK, LengthExtensionConfig, run_all
+    from longssm.experiments.length_extension import QUICK, LengthExtensionConfig, run_all
 
     fields = dict(QUICK) if args.quick else {}
     for name in ("models", "train_lens", "eval_lens", "train", "valid"):

@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from longssm.training.checkpoint import CheckpointError
+    from longssm.models.checkpoint import CheckpointError
 
     try:
         return args.func(args)

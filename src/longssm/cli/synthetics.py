@@ -64,7 +64,7 @@ def _cell(args_tuple):
     import torch
 
     from longssm.data.synthetic import make_task
-    from longssm.evaluation.synthetics import SyntheticConfig, run_cell
+    from longssm.experiments.synthetics import SyntheticConfig, run_cell
 
     task_name, model, seed, d, max_epochs, plateau, task_kw, commit, progress = args_tuple
     on_epoch = progress
@@ -135,7 +135,7 @@ def _jobs(args, grid: dict, commit: str) -> list[tuple]:
 
 
 def run(args) -> int:
-    from longssm.evaluation.synthetics import current_commit, load_records, merge_records, plot_mqar, report
+    from longssm.experiments.synthetics import current_commit, load_records, merge_records, plot_mqar, report
 
     grid = dict(QUICK if args.quick else FULL)
     grid = {**grid, "tasks": args.task or grid["tasks"]}

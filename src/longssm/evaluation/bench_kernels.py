@@ -124,7 +124,7 @@ def bench_h3_vs_attention(cfg, peak, L):
     d = cfg.d_model
     n_heads = max(1, d // 64)
     torch.manual_seed(0)
-    h3, attn = H3(d), Attention(d, n_heads)
+    h3, attn = H3(d), Attention(d, n_heads=n_heads)
     projs = nn.ModuleList(nn.Linear(d, d) for _ in range(4))
     x = torch.randn(1, L, d, requires_grad=True)
     t_h3, t_attn, t_proj = median_times(
@@ -174,7 +174,7 @@ with torch.no_grad():
         f.write("5")  # reset the peak (VmHWM) to the current RSS
     t0 = time.perf_counter()
     if mode == "state_passing":
-        y, _ = ssm_conv(u, dA, dB, C)
+        y, _ = ssm_conv(u, dA, dB, C, return_state=True)
     else:  # the full-length kernel (blocked: the naive Vandermonde would need H*32*L complex) + one 2L FFT
         k = ssm_kernel(dA, dB, C, L)
         y = torch.fft.irfft(torch.fft.rfft(u, n=2 * L) * torch.fft.rfft(k, n=2 * L), n=2 * L)[..., :L]

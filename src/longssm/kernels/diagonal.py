@@ -88,8 +88,8 @@ def ssm_conv(
     C: torch.Tensor,
     D: torch.Tensor | None = None,
     initial_state: torch.Tensor | None = None,
+    return_state: bool = False,
     chunk_size: int = 4096,
-    return_state: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the discrete diagonal SSM over u by FFT convolution with state passing.
 
@@ -131,15 +131,16 @@ def ssm_conv(
     return y, (x if return_state else None)
 
 
-def ssm_conv_ref(u, dA, dB, C, D=None, initial_state=None):
-    """Twin of :func:`ssm_conv`: the recurrence ``x_t = dA x_{t-1} + dB u_t``, one token at a time."""
+def ssm_conv_ref(u, dA, dB, C, D=None, initial_state=None, return_state=False, chunk_size=4096):
+    """Twin of :func:`ssm_conv`: the recurrence ``x_t = dA x_{t-1} + dB u_t``, one token at a time
+    (``chunk_size`` is accepted for an identical signature and unused)."""
     _check_ssm(u, dA, dB, C, D, initial_state)
     x = initial_state
     ys = []
     for u_t in u.unbind(-1):
         y_t, x = ssm_step(u_t, x, dA, dB, C, D)
         ys.append(y_t)
-    return torch.stack(ys, dim=-1), x
+    return torch.stack(ys, dim=-1), (x if return_state else None)
 
 
 def ssm_step(u_t, state, dA, dB, C, D=None):

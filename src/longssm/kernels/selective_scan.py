@@ -10,7 +10,8 @@ Shapes: u, delta, z (batch, D, L); A (D, N) real; B, C (batch, N, L); D, delta_b
 :func:`selective_scan` is chunked with a hand-written backward: the sequence is cut into
 segments whose (batch, S, D, N) buffers fit in cache and are reused from segment to segment;
 inside a segment the decays, inputs and readouts are computed in parallel (whole-segment tensor
-ops) and the recurrence itself is one in-place multiply-add per position; the state is carried
+ops) and the recurrence itself is :func:`longssm.kernels.recurrence.scan_` (one in-place
+multiply-add per position), the primitive the S5 core shares; the state is carried
 between segments, and backward recomputes a segment from the state that entered it. No autograd
 graph per step, no full-length (batch, L, D, N) tensor. :func:`selective_scan_ref` is the plain
 loop under autograd.
@@ -22,18 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from longssm.kernels.checks import check_float, check_shape
-
-
-def _scan_(a_t, b_t, x0, reverse: bool) -> None:
-    """In place over position lists: b_t <- a_t * b_prev + b_t, b_prev the previous position (next
-    if ``reverse``), starting from x0 (None: zero). a_t, b_t: sequences of (batch, D, N) views.
-    One fused multiply-add per position on a slice that stays in L1/L2 cache."""
-    order = range(len(b_t) - 1, -1, -1) if reverse else range(len(b_t))
-    prev = x0
-    for t in order:
-        if prev is not None:
-            b_t[t].addcmul_(a_t[t], prev)
-        prev = b_t[t]
+from longssm.kernels.recurrence import scan_
 
 
 class _Workspace:
@@ -50,7 +40,7 @@ class _Workspace:
         S = dt.shape[1]
         dA = torch.mul(dt[..., None], A, out=self.buf[0, :, :S]).exp_()
         X = torch.mul(dtu[..., None], Bt[:, :, None, :], out=self.buf[1, :, :S])  # delta B u -> x_t
-        _scan_(self.views[0][:S], self.views[1][:S], x0, reverse=False)
+        scan_(self.views[0][:S], self.views[1][:S], x0, reverse=False)
         return dA, X
 
 
@@ -105,7 +95,7 @@ class _SelectiveScanCore(torch.autograd.Function):
             if carry is not None:
                 G[:, -1] += carry
             # G_t += dA_{t+1} G_{t+1}: a reverse scan whose coefficients are dA shifted by one.
-            _scan_(ws.views[0][1:Sc], ws.views[2][: Sc - 1], G[:, -1], reverse=True)
+            scan_(ws.views[0][1:Sc], ws.views[2][: Sc - 1], G[:, -1], reverse=True)
             carry = dA[:, 0] * G[:, 0]  # dLoss/d(state entering this segment)
             if need[1]:
                 g_dtu[:, sl] = torch.einsum("bldn,bln->bld", G, Bt[:, sl])
@@ -172,13 +162,13 @@ def _segment_size(elements_per_position: int) -> int:
 
 def selective_scan(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-    initial_state=None, return_last_state=False, segment_size=None,
+    initial_state=None, return_state=False, segment_size=None,
 ):
     """Chunked selective scan; same arguments and results as :func:`selective_scan_ref`.
 
     ``segment_size``: positions per cache-sized segment (default: 1M elements of (batch, S, D, N)).
 
-    Returns y (batch, D, L), and the last state (batch, D, N) if ``return_last_state``.
+    Returns (y (batch, D, L), the last state (batch, D, N) or None without ``return_state``).
     """
     _check(u, delta, A, B, C, D, z, delta_bias, initial_state)
     delta = _prepare_delta(delta, delta_bias, delta_softplus)
@@ -189,14 +179,15 @@ def selective_scan(
         initial_state, segment_size or _segment_size(u.shape[0] * u.shape[1] * A.shape[1]),
     )
     y = _finish(y.transpose(1, 2), u, D, z)
-    return (y, last) if return_last_state else y
+    return y, (last if return_state else None)
 
 
 def selective_scan_ref(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-    initial_state=None, return_last_state=False,
+    initial_state=None, return_state=False, segment_size=None,
 ):
-    """The plain recurrence, one position at a time (the oracle for :func:`selective_scan`)."""
+    """The plain recurrence, one position at a time (the oracle for :func:`selective_scan`);
+    ``segment_size`` is accepted for an identical signature and unused."""
     _check(u, delta, A, B, C, D, z, delta_bias, initial_state)
     delta = _prepare_delta(delta, delta_bias, delta_softplus)
     x = initial_state if initial_state is not None else u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
@@ -205,7 +196,7 @@ def selective_scan_ref(
         x = torch.exp(d_t[..., None] * A) * x + (d_t * u_t)[..., None] * B_t[:, None, :]
         ys.append((x * C_t[:, None, :]).sum(-1))
     y = _finish(torch.stack(ys, dim=-1), u, D, z)
-    return (y, x) if return_last_state else y
+    return y, (x if return_state else None)
 
 
 def selective_scan_step(u_t, delta_t, A, B_t, C_t, state, D=None, z_t=None, delta_bias=None,

@@ -34,13 +34,15 @@ def _check(u, K, D, window):
         check_shape("state", window, (u.shape[0], u.shape[1], K.shape[1]))
 
 
-def shift_conv(u, K, D=None, window=None, return_state=True):
-    """Causal length-N convolution of u with K continuing from ``window`` (None: zeros).
+def shift_conv(u, K, D=None, initial_state=None, return_state=False):
+    """Causal length-N convolution of u with K continuing from the window ``initial_state`` (None:
+    zeros).
 
     Returns y (batch, H, L) and the new window (batch, H, N) of the last N inputs, newest first
     (None with ``return_state=False``).
     """
-    _check(u, K, D, window)
+    _check(u, K, D, initial_state)
+    window = initial_state
     N, L = K.shape[1], u.shape[-1]
     history = u if window is None else torch.cat([window[..., : N - 1].flip(-1), u], dim=-1)
     n_hist = history.shape[-1] - L  # inputs before u[0] that the first outputs need
@@ -54,14 +56,14 @@ def shift_conv(u, K, D=None, window=None, return_state=True):
     return y, new_window
 
 
-def shift_conv_ref(u, K, D=None, window=None):
+def shift_conv_ref(u, K, D=None, initial_state=None, return_state=False):
     """Twin of :func:`shift_conv`: the window recurrence, one token at a time."""
-    _check(u, K, D, window)
-    ys = []
+    _check(u, K, D, initial_state)
+    window, ys = initial_state, []
     for u_t in u.unbind(-1):
         y_t, window = shift_step(u_t, window, K, D)
         ys.append(y_t)
-    return torch.stack(ys, dim=-1), window
+    return torch.stack(ys, dim=-1), (window if return_state else None)
 
 
 def shift_step(u_t, window, K, D=None):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from longssm.kernels.checks import check_seq, check_token
+from longssm.layers.options import AttentionOptions
 from longssm.layers.state import check_state
 
 
@@ -37,10 +38,14 @@ def rotary(x: torch.Tensor, pos: torch.Tensor, base: float = 10000.0) -> torch.T
 
 
 class Attention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int = 1, *, use_rotary: bool = True,
-                 window: int | None = None, bias: bool = True, rotary_base: float = 10000.0,
-                 dropout: float = 0.0):
+    """Options: :class:`longssm.layers.options.AttentionOptions`."""
+
+    carries_state = False  # the KV cache grows with the context: never carried across training segments
+
+    def __init__(self, d_model: int, **options):
         super().__init__()
+        o = AttentionOptions(**options)
+        n_heads, use_rotary, window, dropout = o.n_heads, o.use_rotary, o.window, o.dropout
         if n_heads < 1 or d_model % n_heads:
             raise ValueError(f"n_heads must be >= 1 and divide d_model={d_model}, got {n_heads}")
         if window is not None and window < 1:
@@ -50,10 +55,17 @@ class Attention(nn.Module):
             raise ValueError(f"rotary embeddings need an even head_dim, got {self.head_dim}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.use_rotary, self.window, self.rotary_base = use_rotary, window, rotary_base
+        self.use_rotary, self.window, self.rotary_base = use_rotary, window, o.rotary_base
         self.dropout = dropout  # on the attention probabilities, in training mode only
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
-        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=o.bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=o.bias)
+
+    def reset_parameters(self, *, std: float = 0.02, residual_std: float = 0.02) -> None:
+        """GPT-2 init: N(0, std) projections, the output (a residual branch's) at residual_std."""
+        for lin, s in ((self.qkv, std), (self.out_proj, residual_std)):
+            nn.init.normal_(lin.weight, std=s)
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
 
     def forward(self, x: torch.Tensor, state: KVCache | None = None, *, return_state: bool = True):
         check_seq("x", x, self.d_model)

@@ -11,46 +11,61 @@ head's diagonal SSM, and ``y[h, d2] = sum_d1 q[h, d1] * ssm(kv)[h, d1, d2]``. Fl
 inputs and outputs alike: channel ``c = h * head_dim + d`` (head-major); the reference code flattens
 its output as ``d * n_heads + h`` instead, a permutation the output projection absorbs.
 
+The two SSMs are cores (``longssm.layers.cores``): ``shift`` a :class:`ShiftCore`, ``diag`` the
+long SSM, a core from ``LONG_CORES`` (S4D's diagonal core by default); their states nest in
+:class:`H3State` whatever their type.
+
 Ablations (H3 section 5.1): ``use_shift=False`` skips the shift SSM (k' = k), ``use_diag=False``
 replaces the diagonal SSM by the identity, ``use_gate=False`` drops q (y = sum_d1 ssm(kv)).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import torch
 from einops import rearrange
 from torch import nn
 
 from longssm.kernels.checks import check_seq, check_token
-from longssm.layers.ssm_conv import DiagonalSSMConv, ShiftSSMConv
-from longssm.layers.state import check_state
+from longssm.layers.cores import LONG_CORES, ShiftCore
+from longssm.layers.options import H3Options
+from longssm.layers.state import check_state, map_tensors
 
 
 class H3State(NamedTuple):
-    shift: Optional[torch.Tensor]  # (batch, d_model, shift_state): last inputs of k
-    ssm: Optional[torch.Tensor]  # (batch, head_dim, head_dim, n_heads, d_state // 2) complex
+    shift: Any  # the shift core's state (batch, d_model, shift_state), or None without use_shift
+    ssm: Any  # the long core's state over (batch, head_dim, head_dim, n_heads) channels, or None
 
 
 class H3(nn.Module):
-    """H3 mixer; ``ssm_options`` go to :class:`DiagonalSSMConv` (init, dt_min, dt_max, ssm_lr,
-    chunk_size)."""
+    """H3 mixer; options: :class:`longssm.layers.options.H3Options`."""
 
-    def __init__(self, d_model: int, d_state: int = 64, *, head_dim: int = 1, shift_state: int = 64,
-                 discretization: str = "bilinear", init: str = "lin", use_shift: bool = True,
-                 use_diag: bool = True, use_gate: bool = True, ssm_lr: float = 1e-3, **ssm_options):
+    carries_state = True
+
+    def __init__(self, d_model: int, **options):
         super().__init__()
-        if head_dim < 1 or d_model % head_dim:
-            raise ValueError(f"head_dim must be >= 1 and divide d_model={d_model}, got {head_dim}")
-        self.d_model, self.head_dim, self.n_heads = d_model, head_dim, d_model // head_dim
-        self.use_gate = use_gate
+        o = H3Options(**options)
+        if o.head_dim < 1 or d_model % o.head_dim:
+            raise ValueError(f"head_dim must be >= 1 and divide d_model={d_model}, got {o.head_dim}")
+        if o.long_core not in LONG_CORES:
+            raise ValueError(f"long_core must be one of {sorted(LONG_CORES)}, got {o.long_core!r}")
+        self.d_model, self.head_dim, self.n_heads = d_model, o.head_dim, d_model // o.head_dim
+        self.use_gate = o.use_gate
         # q (if gated), k, v in one projection, computed channel-first for the convolutions.
-        self.in_proj = nn.Linear(d_model, (3 if use_gate else 2) * d_model)
-        self.shift = ShiftSSMConv(d_model, shift_state, ssm_lr=ssm_lr) if use_shift else None
-        self.diag = DiagonalSSMConv(self.n_heads, d_state, init=init, discretization=discretization,
-                                    ssm_lr=ssm_lr, **ssm_options) if use_diag else None
+        self.in_proj = nn.Linear(d_model, (3 if o.use_gate else 2) * d_model)
+        self.shift = ShiftCore(d_model, o.shift_state, ssm_lr=o.ssm_lr) if o.use_shift else None
+        self.diag = LONG_CORES[o.long_core](
+            self.n_heads, o.d_state, init=o.init, discretization=o.discretization, dt_min=o.dt_min,
+            dt_max=o.dt_max, ssm_lr=o.ssm_lr, chunk_size=o.chunk_size) if o.use_diag else None
         self.out_proj = nn.Linear(d_model, d_model)
+
+    def reset_parameters(self, *, std: float = 0.02, residual_std: float = 0.02) -> None:
+        """GPT-2 init of the projections (W_O is a residual branch's output); the SSM cores keep
+        their papers' initialisation."""
+        for lin, s in ((self.in_proj, std), (self.out_proj, residual_std)):
+            nn.init.normal_(lin.weight, std=s)
+            nn.init.zeros_(lin.bias)
 
     def _unpack(self, state, batch):
         if state is None:
@@ -75,10 +90,17 @@ class H3(nn.Module):
             y = y * rearrange(q, "b (h d1) ... -> b d1 1 h ...", d1=self.head_dim)
         return rearrange(y.sum(1), "b d2 h ... -> b (h d2) ...")
 
+    def _long(self, kv, s_ssm, step: bool, return_state: bool):
+        """The long SSM over the (batch * d1 * d2) rows of kv; its state keeps (batch, d1, d2)."""
+        hd, batch = self.head_dim, kv.shape[0]
+        flat = None if s_ssm is None else map_tensors(lambda t: t.flatten(0, 2), s_ssm)
+        rows = kv.flatten(0, 2)
+        y, flat = self.diag.step(rows, flat) if step else self.diag(rows, flat, return_state)
+        return y.unflatten(0, (batch, hd, hd)), map_tensors(lambda t: t.unflatten(0, (batch, hd, hd)), flat)
+
     def _mix(self, x, state, step: bool, return_state: bool = True):
-        """Shared body of forward (x: (batch, d_model, L)) and step (x: (batch, d_model))."""
-        batch = x.shape[0]
-        s_shift, s_ssm = self._unpack(state, batch)
+        """Shared body of forward (x: (batch, L, d_model)) and step (x: (batch, d_model))."""
+        s_shift, s_ssm = self._unpack(state, x.shape[0])
         if step:
             proj = self.in_proj(x)  # (batch, n * d_model)
         else:  # W @ x^T lands channel-first and contiguous: (batch, n * d_model, L)
@@ -89,10 +111,7 @@ class H3(nn.Module):
             k, s_shift = self.shift.step(k, s_shift) if step else self.shift(k, s_shift, return_state)
         kv = self._outer(k, v)  # (batch, d1, d2, n_heads, *t)
         if self.diag is not None:
-            hd = self.head_dim
-            flat = None if s_ssm is None else s_ssm.flatten(0, 2)
-            y, flat = self.diag.step(kv.flatten(0, 2), flat) if step else self.diag(kv.flatten(0, 2), flat, return_state)
-            kv, s_ssm = y.unflatten(0, (batch, hd, hd)), None if flat is None else flat.unflatten(0, (batch, hd, hd))
+            kv, s_ssm = self._long(kv, s_ssm, step, return_state)
         y = self._readout(kv, q)
         return self.out_proj(y if step else y.transpose(1, 2)), (H3State(s_shift, s_ssm) if return_state else None)
 
@@ -110,5 +129,5 @@ class H3(nn.Module):
         if self.diag is not None:
             hd = self.head_dim
             ssm = self.diag.init_state(batch_size * hd * hd, device=device, dtype=dtype)
-            ssm = ssm.unflatten(0, (batch_size, hd, hd))
+            ssm = map_tensors(lambda t: t.unflatten(0, (batch_size, hd, hd)), ssm)
         return H3State(shift, ssm)

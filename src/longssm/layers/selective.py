@@ -2,63 +2,57 @@
 
     x, z = in_proj(u)                              (batch, L, d_inner) each, d_inner = expand * d_model
     x = silu(causal depthwise conv_{d_conv}(x))
-    dt, B, C = x_proj(x); dt = dt_proj(dt)        input-dependent (selective) parameters
-    y = selective_scan(x, dt, A, B, C, D, z, softplus(. + dt_bias))
-    out = out_proj(y)
+    y = SelectiveCore(x)                          dt, B, C from x; the selective scan with D skip
+    out = out_proj(y * silu(z))
 
-Initialisation as in mamba_ssm: A = -(1..N) per channel (S4D-Real), D = 1, dt_proj bias the inverse
-softplus of dt ~ logU[dt_min, dt_max]; A_log and D take no weight decay.
-State: the last d_conv - 1 conv inputs and the SSM state.
+State: the last d_conv - 1 conv inputs and the core's state.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from longssm.kernels.checks import check_seq, check_token
-from longssm.kernels.selective_scan import selective_scan, selective_scan_step
-from longssm.layers.optim import set_optim
-from longssm.layers.state import check_state
+from longssm.layers.cores import SelectiveCore, compute_dtype
+from longssm.layers.options import MambaOptions
+from longssm.layers.state import check_state, rename_on_load
 
 
 class MambaState(NamedTuple):
     conv: torch.Tensor  # (batch, d_inner, d_conv - 1): previous conv inputs, oldest first
-    ssm: torch.Tensor  # (batch, d_inner, d_state)
+    ssm: Any  # the selective core's state: (batch, d_inner, d_state)
 
 
 class SelectiveSSM(nn.Module):
-    def __init__(self, d_model: int, d_state: int = 16, *, d_conv: int = 4, expand: int = 2,
-                 dt_rank: int | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 dt_init_floor: float = 1e-4, segment_size: int | None = None):
-        super().__init__()
-        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
-        self.d_inner = expand * d_model
-        self.dt_rank = dt_rank or math.ceil(d_model / 16)
-        self.segment_size = segment_size
-        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
-        self.conv = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner)
-        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
-        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner)
-        self.dt_proj._no_reinit = True  # its own init below (Mamba section 3.6), kept by models
-        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
-        log_dt = torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-        dt = torch.exp(log_dt).clamp(min=dt_init_floor)
-        with torch.no_grad():
-            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
-        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
-        self.A_log = set_optim(nn.Parameter(torch.log(A)), weight_decay=0.0)
-        self.D = set_optim(nn.Parameter(torch.ones(self.d_inner)), weight_decay=0.0)
-        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+    """Mamba block; options: :class:`longssm.layers.options.MambaOptions`."""
 
-    def _ssm_inputs(self, x):
-        """x (batch, *t, d_inner) -> dt (batch, *t, d_inner), B, C (batch, *t, d_state)."""
-        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        return dt @ self.dt_proj.weight.T, B, C
+    carries_state = True
+
+    def __init__(self, d_model: int, **options):
+        super().__init__()
+        o = MambaOptions(**options)
+        self.d_model, self.d_conv = d_model, o.d_conv
+        self.d_inner = o.expand * d_model
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.conv = nn.Conv1d(self.d_inner, self.d_inner, o.d_conv, groups=self.d_inner)
+        self.core = SelectiveCore(self.d_inner, o.d_state, dt_rank=o.dt_rank or math.ceil(d_model / 16),
+                                  dt_min=o.dt_min, dt_max=o.dt_max, dt_init_floor=o.dt_init_floor,
+                                  segment_size=o.segment_size)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+        # checkpoints before the core seam kept the selective SSM's parameters in the block
+        rename_on_load(self, {p: "core." + p for p in ("x_proj.", "dt_proj.", "A_log", "D")})
+
+    def reset_parameters(self, *, std: float = 0.02, residual_std: float = 0.02) -> None:
+        """GPT-2 init of the projections (out_proj is a residual branch's output); the depthwise
+        conv keeps PyTorch's init and the core Mamba's (see :meth:`SelectiveCore.reset_parameters`)."""
+        nn.init.normal_(self.in_proj.weight, std=std)
+        self.core.reset_parameters(std=std, residual_std=residual_std)
+        nn.init.normal_(self.out_proj.weight, std=residual_std)
 
     def _unpack(self, state, batch):
         if state is None:
@@ -72,17 +66,12 @@ class SelectiveSSM(nn.Module):
         x, z = self.in_proj(u).transpose(1, 2).chunk(2, dim=1)  # (batch, d_inner, L) each
         history = F.pad(x, (self.d_conv - 1, 0)) if conv_state is None else torch.cat([conv_state, x], -1)
         x = F.silu(F.conv1d(history, self.conv.weight, self.conv.bias, groups=self.d_inner))
-        dt, B, C = self._ssm_inputs(x.transpose(1, 2))
-        out = selective_scan(
-            x, dt.transpose(1, 2), -torch.exp(self.A_log), B.transpose(1, 2), C.transpose(1, 2),
-            self.D, z, delta_bias=self.dt_proj.bias, delta_softplus=True,
-            initial_state=ssm_state, return_last_state=return_state, segment_size=self.segment_size,
-        )
+        y, ssm_state = self.core(x, ssm_state, return_state)
+        out = self.out_proj((y * F.silu(z)).transpose(1, 2))
         if not return_state:
-            return self.out_proj(out.transpose(1, 2)), None
-        y, ssm_state = out
-        new_state = MambaState(history[..., history.shape[-1] - (self.d_conv - 1):], ssm_state)
-        return self.out_proj(y.transpose(1, 2)), new_state
+            return out, None
+        conv_state = history[..., history.shape[-1] - (self.d_conv - 1):]
+        return out, MambaState(conv_state.to(compute_dtype(conv_state.dtype)), ssm_state)
 
     def step(self, u_t: torch.Tensor, state: MambaState):
         check_token("u_t", u_t, self.d_model)
@@ -92,14 +81,10 @@ class SelectiveSSM(nn.Module):
         x, z = self.in_proj(u_t).chunk(2, dim=-1)  # (batch, d_inner) each
         window = torch.cat([conv_state, x[..., None]], dim=-1)  # (batch, d_inner, d_conv)
         x = F.silu((window * self.conv.weight[:, 0]).sum(-1) + self.conv.bias)
-        dt, B, C = self._ssm_inputs(x)
-        y, ssm_state = selective_scan_step(
-            x, dt, -torch.exp(self.A_log), B, C, ssm_state, self.D, z,
-            delta_bias=self.dt_proj.bias, delta_softplus=True,
-        )
-        return self.out_proj(y), MambaState(window[..., 1:], ssm_state)
+        y, ssm_state = self.core.step(x, ssm_state)
+        conv_state = window[..., 1:]
+        return self.out_proj(y * F.silu(z)), MambaState(conv_state.to(compute_dtype(conv_state.dtype)), ssm_state)
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> MambaState:
-        kw = dict(device=device or self.D.device, dtype=dtype or self.D.dtype)
-        return MambaState(torch.zeros(batch_size, self.d_inner, self.d_conv - 1, **kw),
-                          torch.zeros(batch_size, self.d_inner, self.d_state, **kw))
+        ssm = self.core.init_state(batch_size, device=device, dtype=dtype)
+        return MambaState(torch.zeros(batch_size, self.d_inner, self.d_conv - 1, device=ssm.device, dtype=ssm.dtype), ssm)

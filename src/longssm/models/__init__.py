@@ -1,9 +1,14 @@
-"""Config dataclasses, presets, the language model and generation."""
+"""Config dataclasses, the model table, the backbone and its heads, the model state, checkpoints
+and generation."""
 
+from longssm.models.backbone import Backbone
+from longssm.models.checkpoint import CheckpointError, load_model
 from longssm.models.config import ModelConfig
 from longssm.models.generate import generate
-from longssm.models.model import LanguageModel, ModelState, count_parameters, reset_rows
-from longssm.models.presets import NOMINAL, PRESETS, get_preset
+from longssm.models.model import LanguageModel, SequenceClassifier, count_parameters
+from longssm.models.presets import NOMINAL, PRESETS, get_preset, model_config
+from longssm.models.state import ModelState, carry, reset_rows
 
-__all__ = ["ModelConfig", "LanguageModel", "ModelState", "count_parameters", "reset_rows", "generate",
-           "PRESETS", "NOMINAL", "get_preset"]
+__all__ = ["ModelConfig", "Backbone", "LanguageModel", "SequenceClassifier", "ModelState", "carry",
+           "count_parameters", "reset_rows", "generate", "PRESETS", "NOMINAL", "get_preset", "model_config",
+           "CheckpointError", "load_model"]

@@ -10,7 +10,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from longssm.layers import MIXERS
+from longssm.configs import build
+from longssm.kernels.backend import BACKENDS
+from longssm.layers import MIXER_OPTIONS, MIXERS
 
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("none", "learned")
@@ -29,7 +31,8 @@ class ModelConfig:
     mixers: tuple[str, ...] = ("h3", "h3", "h3", "h3")
     """Sequence mixer of each block, one of longssm.layers.MIXERS; length n_layer."""
     mixer_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    """Keyword options per mixer name, e.g. {"attention": {"n_heads": 4}, "h3": {"d_state": 64}}."""
+    """Options per mixer name, e.g. {"attention": {"n_heads": 4}, "h3": {"d_state": 64}}; the keys
+    of each are the fields of its dataclass in longssm.layers.options (`longssm train --help`)."""
     mlp_ratio: float = 4.0
     """MLP hidden width / d_model; 0 disables the MLP (Mamba-style blocks)."""
     norm: str = "layernorm"
@@ -44,6 +47,8 @@ class ModelConfig:
     """Absolute positions: none (mixers carry order; attention uses rotary) or learned."""
     max_seq_len: int = 2048
     """Longest sequence with learned positions (ignored when pos_embedding is none)."""
+    backend: str = "auto"
+    """Kernel backend of the SSM cores: auto (fast path; $LONGSSM_BACKEND overrides) or ref."""
 
     def __post_init__(self):
         ints = {"vocab_size": self.vocab_size, "d_model": self.d_model, "n_layer": self.n_layer,
@@ -63,12 +68,15 @@ class ModelConfig:
                 raise ValueError(f"unknown mixer {name!r} in model.mixer_options; allowed: {sorted(MIXERS)}")
             if not isinstance(opts, Mapping):
                 raise ValueError(f"model.mixer_options.{name} must be a table of options")
+            build(MIXER_OPTIONS[name], opts, f"model.mixer_options.{name}")  # unknown keys, wrong types
         if self.norm not in NORMS:
             raise ValueError(f"model.norm must be one of {NORMS}, got {self.norm!r}")
         if self.pos_embedding not in POSITIONS:
             raise ValueError(f"model.pos_embedding must be one of {POSITIONS}, got {self.pos_embedding!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"model.backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.mlp_ratio < 0:
             raise ValueError(f"model.mlp_ratio must be >= 0, got {self.mlp_ratio!r}")
 

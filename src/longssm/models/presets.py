@@ -1,60 +1,116 @@
-"""Model presets by name: the H3 paper's sizes (Table 4 / Appendix: d_model / n_layer 768/12,
-1024/24, 2048/24, 2560/32 with attention at the reference configs' layers) and small CPU models.
+"""The one model table: architectures, the named presets built from them, and the model choices
+of the experiments, drawn from the same table.
 
-Sizes count a GPT-2 vocabulary padded to a multiple of 8 (50264, as the H3 training configs do)
-and tied embeddings; ``longssm presets`` prints each with its parameter count.
+An *architecture* fixes the mixers (one main mixer, optionally attention at given layers), their
+options and the block layout; :func:`model_config` sizes it. *Presets* are architectures at the H3
+paper's sizes (Table 4 / Appendix: d_model / n_layer 768/12, 1024/24, 2048/24, 2560/32 with
+attention at the reference configs' layers) and small CPU sizes. Sizes count a GPT-2 vocabulary
+padded to a multiple of 8 (50264, as the H3 training configs do) and tied embeddings;
+``longssm presets`` prints each with its parameter count.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from longssm.models.config import ModelConfig
 
 GPT2_VOCAB = 50264  # 50257 rounded up to a multiple of 8
 
+_H3 = {"d_state": 64, "head_dim": 1}
+#: The H3 paper's synthetic attention baseline: 1 head, learned positions, attention dropout 0.1
+#: as in the reference configs (safari ``synthetics/*/base.yaml``).
+_SYN_ATTN = {"n_heads": 1, "use_rotary": False, "dropout": 0.1}
 
-def _hybrid(n_layer: int, attention_at: tuple[int, ...], other: str = "h3") -> tuple[str, ...]:
-    return tuple("attention" if i in attention_at else other for i in range(n_layer))
+#: name -> (main mixer, mixer options, ModelConfig block fields).
+ARCHITECTURES: dict[str, tuple[str, dict[str, dict[str, Any]], dict[str, Any]]] = {
+    "h3": ("h3", {"h3": _H3}, {}),
+    "s4d": ("s4d", {"s4d": {"d_state": 64}}, {}),
+    "attention": ("attention", {"attention": {}}, {}),
+    # Mamba blocks have no MLP (Gu & Dao 2023, Table 12) and RMSNorm.
+    "mamba": ("mamba", {"mamba": {"d_state": 16}}, {"mlp_ratio": 0.0, "norm": "rmsnorm"}),
+    # The H3 paper's synthetic baselines (section 3.1): S4D as the reference configs ran it
+    # (safari model/layer/s4d.yaml: S4D-Inv, ZOH, a plain linear output), attention as above, and
+    # the H3 ablations of section 5.1.
+    "s4d-inv-linear": ("s4d", {"s4d": {"d_state": 64, "init": "inv", "postact": "linear"}}, {}),
+    "attention-learned": ("attention", {"attention": _SYN_ATTN}, {"pos_embedding": "learned"}),
+    "h3-shift-only": ("h3", {"h3": {**_H3, "use_diag": False}}, {}),
+    "h3-diag-only": ("h3", {"h3": {**_H3, "use_shift": False}}, {}),
+    "h3-no-gate": ("h3", {"h3": {**_H3, "use_gate": False}}, {}),
+}
 
 
-def _large(d_model: int, n_layer: int, attention_at: tuple[int, ...], vocab: int) -> ModelConfig:
-    return ModelConfig(
-        vocab_size=vocab, d_model=d_model, n_layer=n_layer, mixers=_hybrid(n_layer, attention_at),
-        mixer_options={"h3": {"d_state": 64, "head_dim": 1}, "attention": {"n_heads": d_model // 64}},
-    )
+def model_config(arch: str, *, vocab_size: int, d_model: int, n_layer: int, attention_at: tuple[int, ...] = (),
+                 attention: dict[str, Any] | None = None, ssm_lr: float | None = None, **fields) -> ModelConfig:
+    """Architecture ``arch`` at a size; attention (with ``attention`` options) replaces the main
+    mixer at the layers ``attention_at`` (hybrids); ``ssm_lr`` sets the SSM learning rate of the
+    h3/s4d options; ``fields`` override the architecture's block fields."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; available: {', '.join(ARCHITECTURES)}")
+    mixer, options, block = ARCHITECTURES[arch]
+    mixers = tuple("attention" if i in attention_at else mixer for i in range(n_layer))
+    options = {k: dict(v) for k, v in options.items()}
+    if attention is not None and "attention" in mixers:
+        options["attention"] = dict(attention)
+    if ssm_lr is not None:
+        for name in set(options) & {"h3", "s4d"}:
+            options[name]["ssm_lr"] = ssm_lr
+    return ModelConfig(vocab_size=vocab_size, d_model=d_model, n_layer=n_layer, mixers=mixers,
+                       mixer_options=options, **{**block, **fields})
 
 
-def _tiny(mixers: tuple[str, ...], vocab: int, **kw) -> ModelConfig:
-    opts = {"h3": {"d_state": 64, "head_dim": 1}, "attention": {"n_heads": 4}, "s4d": {"d_state": 64},
-            "mamba": {"d_state": 16}}
-    return ModelConfig(vocab_size=vocab, d_model=128, n_layer=len(mixers), mixers=mixers,
-                       mixer_options={m: opts[m] for m in set(mixers)}, **kw)
+def _paper(arch: str, d_model: int, n_layer: int, attention_at=()) -> Callable[[int], ModelConfig]:
+    heads = {"n_heads": d_model // 64}
+    return lambda v: model_config(arch, vocab_size=v, d_model=d_model, n_layer=n_layer,
+                                  attention_at=attention_at, attention=heads)
+
+
+def _tiny(arch: str, n_layer: int, attention_at=(), **fields) -> Callable[[int], ModelConfig]:
+    return lambda v: model_config(arch, vocab_size=v, d_model=128, n_layer=n_layer, attention_at=attention_at,
+                                  attention={"n_heads": 4}, **fields)
 
 
 PRESETS: dict[str, Callable[[int], ModelConfig]] = {
-    "h3-125m": lambda v: _large(768, 12, (), v),
-    "hybrid-h3-125m": lambda v: _large(768, 12, (1, 8), v),
-    "transformer-125m": lambda v: _large(768, 12, tuple(range(12)), v),
+    "h3-125m": _paper("h3", 768, 12),
+    "hybrid-h3-125m": _paper("h3", 768, 12, (1, 8)),
+    "transformer-125m": _paper("attention", 768, 12),
     # S4D blocks (2d^2 GLU output) are lighter than H3's 4d^2: 14 layers reach 125M.
-    "s4d-125m": lambda v: ModelConfig(vocab_size=v, d_model=768, n_layer=14, mixers=("s4d",) * 14,
-                                      mixer_options={"s4d": {"d_state": 64}}),
-    # Mamba blocks have no MLP (Gu & Dao 2023, Table 12: 24 layers of d 768 = 130M).
-    "mamba-130m": lambda v: ModelConfig(vocab_size=v, d_model=768, n_layer=24, mixers=("mamba",) * 24,
-                                        mlp_ratio=0.0, norm="rmsnorm", mixer_options={"mamba": {"d_state": 16}}),
-    "hybrid-h3-355m": lambda v: _large(1024, 24, (1, 13), v),
-    "hybrid-h3-1.3b": lambda v: _large(2048, 24, (1, 13), v),
-    "hybrid-h3-2.7b": lambda v: _large(2560, 32, (10, 21), v),
-    "tiny-h3": lambda v: _tiny(("h3",) * 4, v),
-    "tiny-hybrid": lambda v: _tiny(("h3", "attention", "h3", "h3"), v),
-    "tiny-transformer": lambda v: _tiny(("attention",) * 4, v),
-    "tiny-mamba": lambda v: _tiny(("mamba",) * 6, v, mlp_ratio=0.0, norm="rmsnorm"),
-    "tiny-s4d": lambda v: _tiny(("s4d",) * 4, v),
+    "s4d-125m": _paper("s4d", 768, 14),
+    # 24 Mamba blocks of d 768 = 130M (Gu & Dao 2023, Table 12).
+    "mamba-130m": _paper("mamba", 768, 24),
+    "hybrid-h3-355m": _paper("h3", 1024, 24, (1, 13)),
+    "hybrid-h3-1.3b": _paper("h3", 2048, 24, (1, 13)),
+    "hybrid-h3-2.7b": _paper("h3", 2560, 32, (10, 21)),
+    "tiny-h3": _tiny("h3", 4),
+    "tiny-hybrid": _tiny("h3", 4, (1,)),
+    "tiny-transformer": _tiny("attention", 4),
+    "tiny-mamba": _tiny("mamba", 6),
+    "tiny-s4d": _tiny("s4d", 4),
 }
 
 #: Nominal parameter counts of the paper-sized presets (GPT-2 vocabulary).
 NOMINAL = {"h3-125m": 125e6, "hybrid-h3-125m": 125e6, "transformer-125m": 125e6, "s4d-125m": 125e6,
            "mamba-130m": 130e6, "hybrid-h3-355m": 355e6, "hybrid-h3-1.3b": 1.3e9, "hybrid-h3-2.7b": 2.7e9}
+
+#: The experiments' model rows, as (architecture, model_config keywords) from the table above.
+#: Synthetic recall (H3 section 3.1): GPT blocks (MLP 4x, LayerNorm) for every row, Mamba included;
+#: the hybrid is H3 then attention.
+SYNTHETIC_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "s4d": ("s4d-inv-linear", {}),
+    "h3": ("h3", {}),
+    "attention": ("attention-learned", {}),
+    "mamba": ("mamba", {"mlp_ratio": 4.0, "norm": "layernorm"}),
+    "hybrid": ("h3", {"attention_at": (1,), "attention": _SYN_ATTN}),
+    "h3-shift-only": ("h3-shift-only", {}),
+    "h3-diag-only": ("h3-diag-only", {}),
+    "h3-no-gate": ("h3-no-gate", {}),
+}
+#: Length extension (LongSSM): Mamba blocks without an MLP, H3 blocks with one, LayerNorm in both
+#: (as the committed results were run).
+LENGTH_EXTENSION_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mamba": ("mamba", {"norm": "layernorm"}),
+    "h3": ("h3", {}),
+}
 
 
 def get_preset(name: str, vocab_size: int | None = None) -> ModelConfig:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from longssm.evaluation.perplexity import evaluate, unigram_loss
-from test_models import small_model
+from conftest import small_model
 
 
 @pytest.mark.parametrize("kind", ["h3", "mamba", "hybrid"])

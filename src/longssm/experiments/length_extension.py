@@ -21,33 +21,47 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-#: Model rows: mixers per layer and options. Mamba blocks carry no MLP (as in the Mamba paper),
-#: H3 blocks an MLP of 4x (as in the H3 paper).
-MODELS = {
-    "mamba": ({"mamba": {"d_state": 16}}, 0.0),
-    "h3": ({"h3": {"d_state": 64, "head_dim": 1}}, 4.0),
-}
+from longssm.models import model_config
+from longssm.models.presets import LENGTH_EXTENSION_MODELS as MODELS
+
 COLUMNS = ["model", "state_init", "train_len", "eval_mode", "order", "eval_len", "loss",
            "train_tokens", "train_seconds", "peak_train_mb", "base_mb", "params"]
 
 
 @dataclass(frozen=True)
 class LengthExtensionConfig:
+    """The length-extension grid (``longssm experiment length-extension --help``)."""
+
     models: tuple[str, ...] = ("mamba", "h3")
+    """Model rows (``LENGTH_EXTENSION_MODELS`` in the model table)."""
     train_lens: tuple[int, ...] = (16, 64, 256)
+    """Training segment lengths T; each divides tokens_per_step."""
     state_inits: tuple[str, ...] = ("zero", "previous")
-    eval_lens: tuple[int, ...] = tuple(16 << i for i in range(11))  # 16 ... 16384
+    """Initial hidden state of each training segment: zero and/or previous (LongSSM)."""
+    eval_lens: tuple[int, ...] = tuple(16 << i for i in range(11))
+    """Evaluation lengths (16 ... 16384); each divides the longest."""
     d_model: int = 128
+    """Model width."""
     n_layer: int = 4
+    """Blocks."""
     tokens_per_step: int = 4096
+    """Tokens per optimiser step at every T (batch = tokens_per_step / T)."""
     total_tokens: int = 8 << 20
+    """Training tokens per run."""
     lr: float = 2e-3
+    """Peak learning rate."""
     warmup_steps: int = 100
-    eval_streams: int = 16  # pieces of max(eval_lens) tokens from the validation books
+    """Linear warm-up steps."""
+    eval_streams: int = 16
+    """Validation pieces of the longest evaluation length, cut from the validation books."""
     train: tuple[str, ...] = ("../shared/data/gutenberg/train",)
+    """Training books."""
     valid: tuple[str, ...] = ("../shared/data/gutenberg/valid",)
+    """Validation books."""
     runs_dir: str = "runs/length_extension"
+    """Where each run's folder (checkpoints, metrics) lives."""
     seed: int = 0
+    """Seed of every run."""
 
     @property
     def steps(self) -> int:
@@ -74,11 +88,11 @@ def validate(cfg: LengthExtensionConfig) -> None:
 
 
 def run_config(cfg: LengthExtensionConfig, model: str, T: int, init: str) -> dict:
-    options, mlp = MODELS[model]
-    mixer = next(iter(options))
+    arch, kw = MODELS[model]
+    fields = model_config(arch, vocab_size=256, d_model=cfg.d_model, n_layer=cfg.n_layer, **kw).to_dict()
+    del fields["vocab_size"]  # set by the tokenizer
     return {
-        "model": {"d_model": cfg.d_model, "n_layer": cfg.n_layer, "mixers": [mixer] * cfg.n_layer,
-                  "mixer_options": options, "mlp_ratio": mlp},
+        "model": fields,
         "data": {"train": list(cfg.train), "valid": list(cfg.valid), "tokenizer": "byte",
                  "cache_dir": f"{cfg.runs_dir}/data"},
         "train": {"steps": cfg.steps, "seq_len": T, "tokens_per_step": cfg.tokens_per_step, "lr": cfg.lr,
@@ -103,10 +117,9 @@ def run_one(cfg: LengthExtensionConfig, model_name: str, T: int, init: str) -> l
     """Train one run (resuming a finished or interrupted one) and evaluate it; one process."""
     import torch
 
-    from longssm.cli.commands import load_model
     from longssm.data.prepare import prepare_splits
     from longssm.evaluation.perplexity import cut_streams, evaluate_streams
-    from longssm.models import count_parameters
+    from longssm.models import count_parameters, load_model
     from longssm.training.config import resolve
     from longssm.training.loop import train
 

@@ -24,25 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from longssm.data.synthetic import TRAIN_EXAMPLES, TaskData
-from longssm.layers import param_groups
-from longssm.models import LanguageModel, ModelConfig
-
-_H3 = {"d_state": 64, "head_dim": 1}
-_ATTN = {"n_heads": 1, "use_rotary": False, "dropout": 0.1}  # attention dropout as in the reference
-#: Rows of the table: mixers per layer and options. Attention gets learned positions and 1 head
-#: (the paper's baseline); the SSM rows need no positional embedding. S4D is configured as in the
-#: reference configs (safari model/layer/s4d.yaml): S4D-Inv, ZOH, a plain linear output (no GLU).
-#: Every SSM's own learning rate is min(1e-3, lr), as there.
-MODELS = {
-    "s4d": (("s4d", "s4d"), {"s4d": {"d_state": 64, "init": "inv", "postact": "linear"}}, "none"),
-    "h3": (("h3", "h3"), {"h3": _H3}, "none"),
-    "attention": (("attention", "attention"), {"attention": _ATTN}, "learned"),
-    "mamba": (("mamba", "mamba"), {"mamba": {"d_state": 16}}, "none"),
-    "hybrid": (("h3", "attention"), {"h3": _H3, "attention": _ATTN}, "none"),
-    "h3-shift-only": (("h3", "h3"), {"h3": {**_H3, "use_diag": False}}, "none"),
-    "h3-diag-only": (("h3", "h3"), {"h3": {**_H3, "use_shift": False}}, "none"),
-    "h3-no-gate": (("h3", "h3"), {"h3": {**_H3, "use_gate": False}}, "none"),
-}
+from longssm.models import LanguageModel, ModelConfig, model_config as build_model_config
+from longssm.models.presets import SYNTHETIC_MODELS as MODELS
+from longssm.training.optim import adamw, lr_scale, optimizer_step, set_lr
 
 #: H3 paper, Table 2 (test accuracy %, 2 layers).
 PAPER = {("induction_head", "s4d"): 35.6, ("induction_head", "h3"): 100.0, ("induction_head", "attention"): 100.0,
@@ -52,27 +36,39 @@ PAPER = {("induction_head", "s4d"): 35.6, ("induction_head", "h3"): 100.0, ("ind
 
 @dataclass(frozen=True)
 class SyntheticConfig:
+    """Training of one synthetic cell (the reference's schedule; ``longssm synthetics --help``)."""
+
     d_model: int = 32
+    """Model width (the paper's: 32; MQAR sweeps several)."""
     lr: float = 5e-4
+    """AdamW peak learning rate; every SSM's own learning rate is min(1e-3, lr), as in the reference."""
     weight_decay: float = 0.1
+    """AdamW weight decay of matrices."""
     batch_size: int = 32
+    """Examples per step."""
     max_epochs: int = 400
-    warmup_fraction: float = 0.1  # of max_epochs, linear from ~0
+    """Epoch cap, and the length of the cosine schedule."""
+    warmup_fraction: float = 0.1
+    """Linear warm-up over this fraction of all steps."""
     min_lr_ratio: float = 0.1
+    """Cosine decay floor as a fraction of the peak."""
     embed_dropout: float = 0.1
-    patience: int = 3  # epochs at 100% test accuracy before stopping
-    plateau: int = 0  # stop a cell below 90% after this many epochs past warm-up without a new best (0: never)
-    min_gain: float = 2.0  # points of test accuracy that count as a new best (noise is ~1 point)
+    """Dropout on the embedding (residual dropout 0)."""
+    patience: int = 3
+    """Epochs at 100% test accuracy before stopping."""
+    plateau: int = 0
+    """Stop a cell below 90% after this many epochs past warm-up without a new best (0: never)."""
+    min_gain: float = 2.0
+    """Points of test accuracy that count as a new best (noise is about 1 point)."""
 
 
 def model_config(model: str, vocab_size: int, seq_len: int, d_model: int, lr: float = 5e-4) -> ModelConfig:
+    """The 2-layer model of row ``model`` (from the model table, ``SYNTHETIC_MODELS``)."""
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
-    mixers, options, pos = MODELS[model]
-    ssm_lr = min(1e-3, lr)
-    options = {name: ({**opts, "ssm_lr": ssm_lr} if name in ("h3", "s4d") else opts) for name, opts in options.items()}
-    return ModelConfig(vocab_size=vocab_size, d_model=d_model, n_layer=2, mixers=mixers,
-                       mixer_options=options, mlp_ratio=4.0, pos_embedding=pos, max_seq_len=seq_len)
+    arch, kw = MODELS[model]
+    return build_model_config(arch, vocab_size=vocab_size, d_model=d_model, n_layer=2, max_seq_len=seq_len,
+                              ssm_lr=min(1e-3, lr), **kw)
 
 
 @torch.no_grad()
@@ -94,11 +90,8 @@ def run_cell(task: TaskData, model_name: str, seed: int, cfg: SyntheticConfig, o
     torch.manual_seed(seed)
     seq_len = task.train.shape[1] - 1
     model = LanguageModel(model_config(model_name, task.vocab_size, seq_len, cfg.d_model, cfg.lr))
-    model.drop.p = cfg.embed_dropout  # dropout on the embedding only (residual dropout 0)
-    groups = param_groups(model, cfg.lr, cfg.weight_decay)
-    for grp in groups:
-        grp["peak_lr"] = grp["lr"]
-    opt = torch.optim.AdamW(groups, fused=True)  # one fused kernel per group: the step is dispatch-bound
+    model.backbone.drop.p = cfg.embed_dropout  # dropout on the embedding only (residual dropout 0)
+    opt = adamw(model, cfg.lr, cfg.weight_decay, fused=True)  # one fused kernel per group: the step is dispatch-bound
     steps_per_epoch = -(-task.train.shape[0] // cfg.batch_size)
     total = cfg.max_epochs * steps_per_epoch
     warmup = max(1, int(cfg.warmup_fraction * total))  # in steps: a 3-epoch MQAR schedule still warms up
@@ -111,18 +104,15 @@ def run_cell(task: TaskData, model_name: str, seed: int, cfg: SyntheticConfig, o
         order = torch.randperm(task.train.shape[0], generator=g)
         for idx in order.split(cfg.batch_size):
             s = task.train[idx]
-            scale = _schedule(step, warmup, total, cfg.min_lr_ratio)
-            for grp in opt.param_groups:
-                grp["lr"] = grp["peak_lr"] * scale
+            set_lr(opt, lr_scale(step, warmup, total, cfg.min_lr_ratio))
             step += 1
             logits, _ = model(s[:, :-1], return_state=False)
             target = s[:, 1:]
             if task.loss_on_scored:
                 target = target.masked_fill(~task.train_mask[idx], -100)  # cross_entropy's ignore_index
             loss = F.cross_entropy(logits.flatten(0, 1), target.flatten())
-            opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            optimizer_step(model, opt)
         test_acc = accuracy(model, task.test, task.test_mask)
         if on_epoch:
             on_epoch(epoch, loss.item(), test_acc)
@@ -142,13 +132,6 @@ def run_cell(task: TaskData, model_name: str, seed: int, cfg: SyntheticConfig, o
             "seconds": time.time() - t0, "cpu_seconds": time.process_time() - cpu0,
             "d_model": cfg.d_model, "seq_len": seq_len, "train_examples": task.train.shape[0],
             "commit": commit or current_commit()}
-
-
-def _schedule(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def current_commit() -> str:

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from longssm.cli.main import main
-from longssm.evaluation.length_extension import (
+from longssm.experiments.length_extension import (
     LengthExtensionConfig, findings, read_rows, report, run_config, validate, write_rows,
 )
 
@@ -68,12 +68,12 @@ def test_linear_ssm_fitted_on_short_range_extrapolates_badly():
     import torch
 
     from longssm.kernels.diagonal import ssm_kernel
-    from longssm.layers.ssm_conv import DiagonalSSMConv
+    from longssm.layers.cores import DiagonalCore
 
     torch.manual_seed(0)
     T, L = 16, 256
     target = (1 + torch.arange(L, dtype=torch.float64)) ** -0.5
-    ssm = DiagonalSSMConv(1, 16, init="lin", discretization="zoh", dt_min=0.05, dt_max=0.05).double()
+    ssm = DiagonalCore(1, 16, init="lin", discretization="zoh", dt_min=0.05, dt_max=0.05).double()
     opt = torch.optim.Adam(ssm.parameters(), lr=1e-2)
     for _ in range(1500):
         loss = ((ssm_kernel(*ssm.discrete(), T)[0] - target[:T]) ** 2).mean()
@@ -89,7 +89,7 @@ def test_linear_ssm_fitted_on_short_range_extrapolates_badly():
 def test_training_stats_counts_spikes(tmp_path):
     import json
 
-    from longssm.evaluation.length_extension import training_stats
+    from longssm.experiments.length_extension import training_stats
 
     path = tmp_path / "metrics.jsonl"
     logs = [{"step": 10, "loss": 3.0, "grad_norm": 0.5}, {"step": 10, "val_loss": 9.0},
@@ -102,7 +102,7 @@ def test_training_stats_counts_spikes(tmp_path):
 
 
 def test_run_all_keeps_finished_runs(tmp_path):
-    from longssm.evaluation.length_extension import run_all
+    from longssm.experiments.length_extension import run_all
 
     (tmp_path / "train").mkdir()
     (tmp_path / "valid").mkdir()

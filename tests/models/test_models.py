@@ -5,23 +5,7 @@ from longssm.models import (
     NOMINAL, LanguageModel, ModelConfig, ModelState, count_parameters, generate, get_preset, reset_rows,
 )
 from longssm.models.generate import sample_next
-from conftest import assert_close
-
-SMALL_OPTS = {"h3": {"d_state": 8, "shift_state": 4}, "attention": {"n_heads": 2},
-              "s4d": {"d_state": 8}, "mamba": {"d_state": 4}, "shift": {"d_state": 4}}
-KINDS = {
-    "h3": ("h3", "h3"), "attention": ("attention", "attention"), "s4d": ("s4d", "s4d"),
-    "mamba": ("mamba", "mamba"), "hybrid": ("h3", "attention", "mamba"),
-}
-
-
-def small_model(kind, **kw):
-    torch.manual_seed(0)
-    mixers = KINDS[kind]
-    cfg = ModelConfig(vocab_size=11, d_model=16, n_layer=len(mixers), mixers=mixers,
-                      mixer_options={m: SMALL_OPTS[m] for m in set(mixers)}, **kw)
-    return LanguageModel(cfg)
-
+from conftest import KINDS, SMALL_OPTS, assert_close, small_model
 
 @pytest.mark.parametrize("name", sorted(NOMINAL))
 def test_paper_presets_within_3_percent(name):

@@ -35,7 +35,7 @@ def scalar_loop(u, delta, A, B, C, D, z, delta_bias, x0):
 def test_ref_equals_scalar_loop():
     args = make(L=7)
     D, z, bias, x0 = torch.randn(3, dtype=F64), torch.randn(2, 3, 7, dtype=F64), torch.randn(3, dtype=F64), torch.randn(2, 3, 4, dtype=F64)
-    y = selective_scan_ref(**args, D=D, z=z, delta_bias=bias, delta_softplus=True, initial_state=x0)
+    y, _ = selective_scan_ref(**args, D=D, z=z, delta_bias=bias, delta_softplus=True, initial_state=x0)
     expected = scalar_loop(*(t.detach() for t in args.values()), D, z, bias, x0)
     assert_close(y.detach(), expected, 1e-12, "ref vs scalar loop")
 
@@ -51,8 +51,8 @@ def test_chunked_matches_ref_values_and_grads(L, segment, full):
                      initial_state=torch.randn(2, 3, 4, dtype=F64, requires_grad=True))
     else:
         args["delta"] = (args["delta"].detach().abs() * 0.5).requires_grad_()
-    y, x = selective_scan(**args, **extra, return_last_state=True, segment_size=segment)
-    y_ref, x_ref = selective_scan_ref(**args, **extra, return_last_state=True)
+    y, x = selective_scan(**args, **extra, return_state=True, segment_size=segment)
+    y_ref, x_ref = selective_scan_ref(**args, **extra, return_state=True)
     assert_close(y, y_ref, 1e-12, "y")
     assert_close(x, x_ref, 1e-12, "last state")
     inputs = [t for t in list(args.values()) + list(extra.values()) if isinstance(t, torch.Tensor)]
@@ -64,8 +64,9 @@ def test_chunked_matches_ref_values_and_grads(L, segment, full):
 
 def test_only_y_used_in_loss():
     args = make(L=40)
-    y = selective_scan(**args, segment_size=7)
-    y_ref = selective_scan_ref(**args)
+    y, none = selective_scan(**args, segment_size=7)
+    assert none is None  # return_state=False: no last state
+    y_ref, _ = selective_scan_ref(**args)
     for g, g_ref in zip(torch.autograd.grad(y.sum(), list(args.values())), torch.autograd.grad(y_ref.sum(), list(args.values()))):
         assert_close(g, g_ref, 1e-11, "grad")
 
@@ -73,7 +74,7 @@ def test_only_y_used_in_loss():
 def test_step_matches_ref():
     args = {k: v.detach() for k, v in make(L=9).items()}
     D, z, bias = torch.randn(3, dtype=F64), torch.randn(2, 3, 9, dtype=F64), torch.randn(3, dtype=F64)
-    y_ref, x_ref = selective_scan_ref(**args, D=D, z=z, delta_bias=bias, delta_softplus=True, return_last_state=True)
+    y_ref, x_ref = selective_scan_ref(**args, D=D, z=z, delta_bias=bias, delta_softplus=True, return_state=True)
     x, ys = None, []
     for t in range(9):
         y_t, x = selective_scan_step(args["u"][..., t], args["delta"][..., t], args["A"], args["B"][..., t],

@@ -4,21 +4,10 @@ import json
 
 import pytest
 
-from longssm.training import checkpoint as ckpt
+from longssm.models import checkpoint as ckpt
 from longssm.training.config import resolve
 from longssm.training.loop import NaNLossError, train
-
-TEXT = "".join(f"Document line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}.\n" for i in range(400))
-
-
-def corpus(tmp_path):
-    d = tmp_path / "corpus"
-    d.mkdir(exist_ok=True)
-    for k in range(4):
-        (d / f"doc{k}.txt").write_text(TEXT[k * 5000:(k + 1) * 5000 + 3000])
-    (d / "valid.txt").write_text(TEXT[-4000:])
-    return d
-
+from conftest import corpus
 
 def config(tmp_path, out, **train):
     d = corpus(tmp_path)

@@ -18,19 +18,19 @@ D_MODEL = 8
 TOL = 1e-10
 
 MIXERS = {
-    "s4d-zoh-lin": lambda: S4D(D_MODEL, 8),
-    "s4d-bilinear-inv": lambda: S4D(D_MODEL, 8, init="inv", discretization="bilinear", chunk_size=5),
-    "shift": lambda: ShiftSSM(D_MODEL, 6),
-    "s4d-linear-out": lambda: S4D(D_MODEL, 8, postact="linear"),
-    "h3": lambda: H3(D_MODEL, 8, shift_state=6),
-    "h3-heads-chunked": lambda: H3(D_MODEL, 8, head_dim=2, shift_state=6, chunk_size=7),
-    "h3-shift-only": lambda: H3(D_MODEL, 8, shift_state=6, use_diag=False),
-    "h3-diag-only": lambda: H3(D_MODEL, 8, use_shift=False),
-    "h3-no-gate": lambda: H3(D_MODEL, 8, head_dim=4, shift_state=6, use_gate=False),
-    "mamba": lambda: SelectiveSSM(D_MODEL, 4, segment_size=4),
-    "attention": lambda: Attention(D_MODEL, 2),
-    "attention-window": lambda: Attention(D_MODEL, 2, window=5),
-    "attention-norotary": lambda: Attention(D_MODEL, 1, use_rotary=False, window=3),
+    "s4d-zoh-lin": lambda: S4D(D_MODEL, d_state=8),
+    "s4d-bilinear-inv": lambda: S4D(D_MODEL, d_state=8, init="inv", discretization="bilinear", chunk_size=5),
+    "shift": lambda: ShiftSSM(D_MODEL, d_state=6),
+    "s4d-linear-out": lambda: S4D(D_MODEL, d_state=8, postact="linear"),
+    "h3": lambda: H3(D_MODEL, d_state=8, shift_state=6),
+    "h3-heads-chunked": lambda: H3(D_MODEL, d_state=8, head_dim=2, shift_state=6, chunk_size=7),
+    "h3-shift-only": lambda: H3(D_MODEL, d_state=8, shift_state=6, use_diag=False),
+    "h3-diag-only": lambda: H3(D_MODEL, d_state=8, use_shift=False),
+    "h3-no-gate": lambda: H3(D_MODEL, d_state=8, head_dim=4, shift_state=6, use_gate=False),
+    "mamba": lambda: SelectiveSSM(D_MODEL, d_state=4, segment_size=4),
+    "attention": lambda: Attention(D_MODEL, n_heads=2),
+    "attention-window": lambda: Attention(D_MODEL, n_heads=2, window=5),
+    "attention-norotary": lambda: Attention(D_MODEL, n_heads=1, use_rotary=False, window=3),
 }
 
 
@@ -180,20 +180,20 @@ def test_h3_state_layout():
 
 
 def test_s4d_output_options():
-    assert S4D(D_MODEL, 8, postact="linear").out_proj.out_features == D_MODEL
-    assert S4D(D_MODEL, 8).out_proj.out_features == 2 * D_MODEL
+    assert S4D(D_MODEL, d_state=8, postact="linear").out_proj.out_features == D_MODEL
+    assert S4D(D_MODEL, d_state=8).out_proj.out_features == 2 * D_MODEL
     with pytest.raises(ValueError, match="postact"):
-        S4D(D_MODEL, 8, postact="relu")
+        S4D(D_MODEL, d_state=8, postact="relu")
 
 
 def test_attention_dropout_only_in_training():
-    attn = Attention(D_MODEL, 2, dropout=0.5).double()
+    attn = Attention(D_MODEL, n_heads=2, dropout=0.5).double()
     x = torch.randn(2, 9, D_MODEL, dtype=torch.float64)
-    plain = Attention(D_MODEL, 2).double()
+    plain = Attention(D_MODEL, n_heads=2).double()
     plain.load_state_dict(attn.state_dict())
     attn.eval()
     assert torch.equal(attn(x)[0], plain(x)[0])  # evaluation: no dropout, same function
     attn.train()
     assert not torch.allclose(attn(x)[0], plain(x)[0])
     with pytest.raises(ValueError, match="dropout"):
-        Attention(D_MODEL, 2, dropout=1.0)
+        Attention(D_MODEL, n_heads=2, dropout=1.0)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from longssm.cli.main import main
-from test_training import corpus
+from conftest import corpus
 
 MODEL = ['--set', 'model.n_layer=2', '--set', 'model.d_model=16', '--set', 'model.mixers=["h3", "attention"]',
          '--set', 'model.mixer_options={h3 = {d_state = 8, shift_state = 4}, attention = {n_heads = 2}}']
@@ -84,7 +84,7 @@ def test_example_run_file_resolves():
     from longssm.configs import load_toml
     from longssm.training.config import resolve
 
-    cfg = resolve(load_toml(str(Path(__file__).parent.parent / "configs" / "tiny-hybrid.toml")))
+    cfg = resolve(load_toml(str(Path(__file__).parents[2] / "configs" / "tiny-hybrid.toml")))
     assert cfg.model_config(256).mixers == ("h3", "attention", "h3", "h3")
     assert cfg.train.steps == 1000 and cfg.data.train == ("embedded",)
 

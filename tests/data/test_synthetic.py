@@ -61,7 +61,7 @@ def test_synthetics_command_writes_records(tmp_path, capsys):
     import json
 
     from longssm.cli.main import main
-    from longssm.evaluation.synthetics import report
+    from longssm.experiments.synthetics import report
 
     out = tmp_path / "syn.json"
     assert main(["synthetics", "--task", "associative_recall", "--model", "h3-no-gate", "--seeds", "0",
@@ -91,7 +91,7 @@ def test_synthetics_parallel_jobs(tmp_path):
 
 def test_run_cell_stops_on_plateau():
     from longssm.data.synthetic import make_task
-    from longssm.evaluation.synthetics import SyntheticConfig, run_cell
+    from longssm.experiments.synthetics import SyntheticConfig, run_cell
 
     task = make_task("associative_recall", 0, n_train=64, n_test=16)
     cfg = SyntheticConfig(max_epochs=6, warmup_fraction=0.0, plateau=2, min_gain=1000.0)
@@ -131,7 +131,7 @@ def test_mqar_sweep_command(tmp_path):
 
 
 def test_merge_records_keeps_training_set_sizes_apart():
-    from longssm.evaluation.synthetics import merge_records, report
+    from longssm.experiments.synthetics import merge_records, report
 
     base = dict(task="mqar", model="h3", seed=0, d_model=64, seq_len=64, pairs=4, epochs=3, stopped="max_epochs",
                 train_accuracy=50.0, commit="x")

@@ -103,8 +103,8 @@ def test_ssm_conv_state_passing_matches_recurrence(L, chunk, with_state):
     u = torch.randn(2, 3, L, dtype=torch.float64, requires_grad=True)
     D = torch.randn(3, dtype=torch.float64, requires_grad=True)
     x0 = torch.randn(2, 3, 4, dtype=C128, requires_grad=True) if with_state else None
-    y, x = ssm_conv(u, dA, dB, C, D, x0, chunk_size=chunk)
-    y_ref, x_ref = ssm_conv_ref(u, dA, dB, C, D, x0)
+    y, x = ssm_conv(u, dA, dB, C, D, x0, return_state=True, chunk_size=chunk)
+    y_ref, x_ref = ssm_conv_ref(u, dA, dB, C, D, x0, return_state=True)
     assert_close(y, y_ref, 1e-11, "y")
     assert_close(x, x_ref, 1e-11, "final state")
     y_only, none = ssm_conv(u, dA, dB, C, D, x0, chunk_size=chunk, return_state=False)
@@ -128,8 +128,8 @@ def test_ssm_conv_no_grad_writes_in_place_buffer():
     dA, dB, C = random_system()
     u = torch.randn(1, 3, 50, dtype=torch.float64)
     with torch.no_grad():
-        y, x = ssm_conv(u, dA, dB, C, chunk_size=8)
-    y_ref, x_ref = ssm_conv_ref(u, dA, dB, C)
+        y, x = ssm_conv(u, dA, dB, C, return_state=True, chunk_size=8)
+    y_ref, x_ref = ssm_conv_ref(u, dA, dB, C, return_state=True)
     assert_close(y, y_ref, 1e-11, "no-grad path")
 
 
@@ -160,8 +160,8 @@ def test_shift_conv_matches_ref_with_window(L):
     D = torch.randn(3, dtype=torch.float64)
     u = torch.randn(2, 3, L, dtype=torch.float64, requires_grad=True)
     window = torch.randn(2, 3, 6, dtype=torch.float64)
-    y, w = shift_conv(u, K, D, window)
-    y_ref, w_ref = shift_conv_ref(u, K, D, window)
+    y, w = shift_conv(u, K, D, window, return_state=True)
+    y_ref, w_ref = shift_conv_ref(u, K, D, window, return_state=True)
     assert_close(y, y_ref, 1e-12, "y")
     assert torch.equal(w, w_ref)
     g = torch.autograd.grad(y.sin().sum(), (u, K))

@@ -1,9 +1,9 @@
 """Checkpoints: written atomically, verified on load, resumed exactly.
 
 A checkpoint is a folder ``step_NNNNNNN`` holding ``model.safetensors`` (weights), ``optimizer.pt``
-(optimizer state), ``state.pt`` (carried hidden states and RNG states of every process) and
-``record.json`` (resolved run config, tokenizer, step, metrics, and the sha256 of every other
-file). It is assembled in a temporary folder and renamed into place, and ``latest`` (a one-line
+(optimizer state), ``state.pt`` (carried hidden states, field by field, and RNG states of every
+process: tensors, lists and dicts only, read with ``weights_only``) and ``record.json`` (resolved
+run config, model config, tokenizer, step, metrics, and the sha256 of every other file). It is assembled in a temporary folder and renamed into place, and ``latest`` (a one-line
 file, itself replaced atomically) names the newest, so a crash leaves the previous one intact.
 """
 
@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model as load_safetensors, save_model as save_safetensors
 
 FILES = ("model.safetensors", "optimizer.pt", "state.pt")
 
@@ -43,10 +44,10 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, opti
     final = root / f"step_{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
-        save_model(model, str(tmp / "model.safetensors"))
+        save_safetensors(model, str(tmp / "model.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(extra_state, tmp / "state.pt")
-        record = {**record, "step": step, "sha256": {f: _sha256(tmp / f) for f in FILES}}
+        record = {**record, "format": FORMAT, "step": step, "sha256": {f: _sha256(tmp / f) for f in FILES}}
         (tmp / "record.json").write_text(json.dumps(record, indent=1))
         if final.exists():
             shutil.rmtree(final)
@@ -93,7 +94,7 @@ def verify(ckpt: Path, record: dict, files=FILES) -> None:
 
 def load_weights(ckpt: Path, model: torch.nn.Module) -> None:
     try:
-        missing, unexpected = load_model(model, str(ckpt / "model.safetensors"), strict=False)
+        missing, unexpected = load_safetensors(model, str(ckpt / "model.safetensors"), strict=False)
     except Exception as e:  # safetensors raises its own error types for malformed headers
         raise CheckpointError(f"{ckpt / 'model.safetensors'}: unreadable ({e})") from None
     if missing or unexpected:
@@ -102,4 +103,65 @@ def load_weights(ckpt: Path, model: torch.nn.Module) -> None:
 
 
 def load_extra(ckpt: Path, name: str) -> Any:
-    return torch.load(ckpt / name, map_location="cpu", weights_only=False)
+    """A ``.pt`` file of tensors, lists and dicts. ``state.pt`` files written before the core
+    seam pickled the state classes themselves; they are read through :class:`_LegacyUnpickler`."""
+    path = ckpt / name
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_legacy_pickle)
+    except Exception as e:
+        raise CheckpointError(f"{path}: unreadable ({e})") from None
+
+
+#: State classes that moved since checkpoints pickled them: old path -> module of the new home.
+_MOVED = {("longssm.models.model", "ModelState"): "longssm.models.state"}
+
+
+class _LegacyUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        return super().find_class(_MOVED.get((module, name), module), name)
+
+
+class _legacy_pickle:  # a pickle_module for torch.load: the standard one with the unpickler above
+    Unpickler = _LegacyUnpickler
+    load = pickle.load
+    __name__ = "longssm_legacy_pickle"
+
+
+FORMAT = 2  # record["format"]: 2 since the core seam (states field by field); absent before
+
+
+def legacy_parameter_order(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """``model.parameters()`` in the order of the release before the core seam (format 1), the
+    order its optimizer states are stored in: the selective core's own parameters (A_log, D) were
+    then the Mamba block's own, listed before the block's submodules, and the core's submodules
+    (x_proj, dt_proj) sat in its place."""
+    from longssm.layers.selective import SelectiveSSM
+
+    def walk(m):
+        own, children = list(m._parameters.values()), list(m._modules.items())
+        if isinstance(m, SelectiveSSM):
+            own += list(m.core._parameters.values())
+            children = [kv for name, c in children for kv in (m.core._modules.items() if name == "core" else [(name, c)])]
+        yield from (p for p in own if p is not None)
+        for _, child in children:
+            if child is not None:
+                yield from walk(child)
+
+    return list({id(p): p for p in walk(model)}.values())
+
+
+def load_model(path: str | Path):
+    """Model, tokenizer, record and folder from a checkpoint, a run folder or a checkpoints folder
+    (weights verified against their checksum). The model is in eval mode on the CPU."""
+    from longssm.data import tokenizer_from_json
+    from longssm.models.config import ModelConfig
+    from longssm.models.model import LanguageModel
+
+    folder = find_checkpoint(path)
+    record = read_record(folder)
+    verify(folder, record, files=("model.safetensors",))
+    model = LanguageModel(ModelConfig.from_dict(record["model_config"]))
+    load_weights(folder, model)
+    return model.eval(), tokenizer_from_json(record["tokenizer"]), record, folder

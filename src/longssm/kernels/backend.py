@@ -1,0 +1,66 @@
+"""Which implementation of each sequence op runs: the backend switch (STYLE.md habit 3).
+
+Every stateful sequence op has a fast path and a ``*_ref`` twin with the same signature
+``op(..., initial_state=None, return_state=False) -> (y, state | None)``. A backend names which
+of them layers call:
+
+* ``auto``: the fast pure-PyTorch path (chunked FFT convolution, cache-blocked scans); the
+  environment variable ``LONGSSM_BACKEND`` (``auto`` or ``ref``) overrides it, so a whole run can
+  be switched to the reference without touching its config;
+* ``ref``: the reference twins (slow, obvious loops): for checking, never for training.
+
+Room is left for ``compile`` and ``triton``: a backend is one more column of :data:`OPS`.
+The backend a process resolves to is logged once (logger ``longssm``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable
+
+from longssm.kernels.diagonal import ssm_conv, ssm_conv_ref
+from longssm.kernels.recurrence import linear_scan, linear_scan_ref
+from longssm.kernels.selective_scan import selective_scan, selective_scan_ref
+from longssm.kernels.shift import shift_conv, shift_conv_ref
+
+BACKENDS = ("auto", "ref")
+ENV = "LONGSSM_BACKEND"
+
+#: op name -> implementation per concrete backend.
+OPS: dict[str, dict[str, Callable]] = {
+    "ssm_conv": {"auto": ssm_conv, "ref": ssm_conv_ref},
+    "shift_conv": {"auto": shift_conv, "ref": shift_conv_ref},
+    "selective_scan": {"auto": selective_scan, "ref": selective_scan_ref},
+    "linear_scan": {"auto": linear_scan, "ref": linear_scan_ref},
+}
+
+_logged: set[str] = set()
+log = logging.getLogger("longssm")
+
+
+def check_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+def resolve(name: str = "auto") -> str:
+    """The concrete backend for a configured one: ``auto`` defers to ``$LONGSSM_BACKEND``."""
+    check_backend(name)
+    if name == "auto":
+        env = os.environ.get(ENV, "auto")
+        if env not in BACKENDS:
+            raise ValueError(f"${ENV} must be one of {BACKENDS}, got {env!r}")
+        name = env
+    if name not in _logged:
+        _logged.add(name)
+        log.info("longssm kernel backend: %s", name)
+    return name
+
+
+def get_op(op: str, backend: str = "auto") -> Callable:
+    """The implementation of ``op`` for ``backend`` (see :data:`OPS`)."""
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; known: {sorted(OPS)}")
+    return OPS[op][resolve(backend)]
