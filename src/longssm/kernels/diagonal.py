@@ -131,7 +131,16 @@ def ssm_conv(
     return y, (x if return_state else None)
 
 
-def ssm_conv_ref(u, dA, dB, C, D=None, initial_state=None, return_state=False, chunk_size=4096):
+def ssm_conv_ref(
+    u: torch.Tensor,
+    dA: torch.Tensor,
+    dB: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    initial_state: torch.Tensor | None = None,
+    return_state: bool = False,
+    chunk_size: int = 4096,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Twin of :func:`ssm_conv`: the recurrence ``x_t = dA x_{t-1} + dB u_t``, one token at a time
     (``chunk_size`` is accepted for an identical signature and unused)."""
     _check_ssm(u, dA, dB, C, D, initial_state)
