@@ -35,3 +35,26 @@ def test_bench_quick_writes_json(tmp_path, capsys):
 def test_bench_rejects_bad_repeats():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "kernels", "--repeats", "x"])
+
+
+def test_experiment_configs_are_validated_before_any_work(tmp_path, capsys):
+    from longssm.cli.main import main
+
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text("[length_extension]\nlr = 1e-3\ntrain_lenz = [16]\n")
+    assert main(["experiment", "length-extension", "--config", str(cfg), "--out", str(tmp_path / "le")]) == 2
+    assert "unknown key(s) length_extension.train_lenz" in capsys.readouterr().err
+    assert main(["synthetics", "--set", "synthetics.batch_size=0.5", "--out", str(tmp_path / "s.json")]) == 2
+    assert "synthetics.batch_size must be an integer" in capsys.readouterr().err
+    assert main(["synthetics", "--set", "train.lr=1", "--out", str(tmp_path / "s.json")]) == 2
+    assert "unknown section(s) ['train']; allowed: synthetics" in capsys.readouterr().err
+    assert not list(tmp_path.glob("le*")) and not (tmp_path / "s.json").exists()
+
+
+def test_train_rejects_a_mistyped_mixer_option_before_preparing_data(tmp_path, capsys):
+    from longssm.cli.main import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--set", "model.mixer_options.h3.d_sate=4", "--set", f"train.out_dir={out}"]) == 2
+    assert "unknown key(s) model.mixer_options.h3.d_sate" in capsys.readouterr().err
+    assert not out.exists()

@@ -163,3 +163,16 @@ def test_synthetics_command_reads_older_records_and_rejects_bad_files(tmp_path):
     with pytest.raises(SystemExit, match="not a list of synthetics records"):
         main(["synthetics", "--task", "associative_recall", "--model", "h3", "--out", str(out)])
     assert out.read_text() == json.dumps({"task": "x"})  # left as it was
+
+
+def test_records_trained_off_the_default_schedule_are_kept_apart():
+    from longssm.experiments.synthetics import merge_records, report
+
+    base = {"task": "associative_recall", "model": "h3", "seed": 0, "test_accuracy": 90.0, "train_accuracy": 99.0,
+            "epochs": 10, "d_model": 32, "seq_len": 20, "train_examples": 5000}
+    tuned = {**base, "test_accuracy": 50.0, "overrides": {"lr": 0.001}}
+    merged = merge_records([base], [tuned])
+    assert len(merged) == 2
+    md = report(merged)
+    assert "| h3 (lr=0.001) |" in md
+    assert "90.0 (1 seed) · paper 99.8" in md  # the paper's table averages default-schedule records only

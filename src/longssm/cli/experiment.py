@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from longssm.experiments.length_extension import LengthExtensionConfig
+    from longssm.configs import describe
+    from longssm.experiments.length_extension import MODELS, LengthExtensionConfig
 
     d = LengthExtensionConfig()
     p = sub.add_parser("experiment", help="paper experiments (length-extension)")
@@ -21,7 +22,7 @@ def add_parser(sub) -> None:
                     "interrupted trainings resume from their checkpoints in --runs-dir.")
     q.add_argument("--quick", action="store_true",
                    help="H3 only, T in {16, 256}, 1.5M tokens per run, 6 lengths, 8 streams (~20 min on 2 cores)")
-    q.add_argument("--models", nargs="+", choices=["mamba", "h3"], help=f"default {' '.join(d.models)}")
+    q.add_argument("--models", nargs="+", choices=sorted(MODELS), help=f"default {' '.join(d.models)}")
     q.add_argument("--train-lens", type=int, nargs="+", help=f"default {' '.join(map(str, d.train_lens))}")
     q.add_argument("--eval-lens", type=int, nargs="+", help="default 16 32 ... 16384 (each divides the longest)")
     q.add_argument("--d-model", type=int)
@@ -35,20 +36,31 @@ def add_parser(sub) -> None:
     q.add_argument("--runs-dir", help=f"run folders, default {d.runs_dir}")
     q.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
     q.add_argument("--out", default="results/length_extension", help="OUT.csv / OUT.png / OUT.md")
+    q.add_argument("--config", help="TOML file whose [length_extension] table sets the keys below")
+    q.add_argument("--set", action="append", metavar="length_extension.KEY=VALUE",
+                   help="override one key, e.g. --set length_extension.lr=1e-3 (repeatable; TOML values)")
+    q.epilog = ("keys ([length_extension] table of --config, or --set; --quick, then the file, then --set, "
+                "then the flags above):\n" + describe(LengthExtensionConfig, "length_extension"))
+    q.formatter_class = argparse.RawDescriptionHelpFormatter
     q.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from longssm.configs import apply_overrides, build, load_toml
     from longssm.experiments.length_extension import QUICK, LengthExtensionConfig, run_all
 
-    fields = dict(QUICK) if args.quick else {}
+    raw = apply_overrides(load_toml(args.config) if args.config else {}, args.set or [])
+    unknown = sorted(set(raw) - {"length_extension"})
+    if unknown:
+        raise ValueError(f"unknown section(s) {unknown}; allowed: length_extension")
+    fields = {**(QUICK if args.quick else {}), **raw.get("length_extension", {})}
     for name in ("models", "train_lens", "eval_lens", "train", "valid"):
         if getattr(args, name):
             fields[name] = tuple(getattr(args, name))
     for name in ("d_model", "n_layer", "tokens_per_step", "total_tokens", "lr", "eval_streams", "runs_dir"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
-    cfg = dataclasses.replace(LengthExtensionConfig(), **fields)
+    cfg = build(LengthExtensionConfig, fields, "length_extension")
     for src in (*cfg.train, *cfg.valid):
         if not Path(src).exists():
             raise FileNotFoundError(f"{src} does not exist (the Gutenberg books live in ../shared/data/gutenberg; "

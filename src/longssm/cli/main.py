@@ -31,13 +31,15 @@ def _commands():
 
 def _config_help() -> str:
     from longssm.configs import describe
+    from longssm.layers import MIXER_OPTIONS
     from longssm.models import ModelConfig
     from longssm.training.config import DataConfig, TrainConfig
 
     return ("configuration keys (TOML run file tables, or --set section.key=value):\n"
             "  model.preset = 'tiny-hybrid'\n      a preset from `longssm presets`; other model keys override it\n"
-            + describe(ModelConfig, "model", skip=("vocab_size",)) + "\n" + describe(DataConfig, "data") + "\n"
-            + describe(TrainConfig, "train"))
+            + describe(ModelConfig, "model", skip=("vocab_size",)) + "\n"
+            + "\n".join(describe(cls, f"model.mixer_options.{name}") for name, cls in MIXER_OPTIONS.items()) + "\n"
+            + describe(DataConfig, "data") + "\n" + describe(TrainConfig, "train"))
 
 
 def _add_run_options(p):

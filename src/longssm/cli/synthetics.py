@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import dataclasses
 from pathlib import Path
 
 from tqdm import tqdm
@@ -36,7 +37,7 @@ def add_parser(sub) -> None:
                    help="H3, S4D, attention; both tasks; seed 0; 150 epochs (about 15 minutes with --jobs 2)")
     p.add_argument("--max-epochs", type=int, default=None,
                    help="epoch cap and schedule length (default 400; --quick 150; mqar 64)")
-    p.add_argument("--plateau", type=int, default=0,
+    p.add_argument("--plateau", type=int, default=None,
                    help="save time: stop a cell still below 90%% after this many epochs past warm-up without a "
                         "2-point gain in test accuracy (default 0: run to --max-epochs, as the reference does; "
                         "100 cut attention on induction head at chance in one seed that others solve late)")
@@ -53,7 +54,20 @@ def add_parser(sub) -> None:
                         "models are dispatch-bound), so use one job per core")
     p.add_argument("--out", default=None,
                    help="records (merged) and table; default results/synthetics.json (--quick: synthetics_quick.json)")
+    p.add_argument("--config", help="TOML file whose [synthetics] table sets training keys (see below)")
+    p.add_argument("--set", action="append", metavar="synthetics.KEY=VALUE",
+                   help="override one training key, e.g. --set synthetics.lr=1e-3 (repeatable; TOML values)")
+    p.epilog = _config_help()
+    p.formatter_class = __import__("argparse").RawDescriptionHelpFormatter
     p.set_defaults(func=run)
+
+
+def _config_help() -> str:
+    from longssm.configs import describe
+    from longssm.experiments.synthetics import SyntheticConfig
+
+    return ("training keys ([synthetics] table of --config, or --set synthetics.KEY=VALUE; the flags above "
+            "take precedence):\n" + describe(SyntheticConfig, "synthetics"))
 
 
 def _cell(args_tuple):
@@ -64,9 +78,9 @@ def _cell(args_tuple):
     import torch
 
     from longssm.data.synthetic import make_task
-    from longssm.experiments.synthetics import SyntheticConfig, run_cell
+    from longssm.experiments.synthetics import run_cell
 
-    task_name, model, seed, d, max_epochs, plateau, task_kw, commit, progress = args_tuple
+    task_name, model, seed, d, max_epochs, plateau, task_kw, commit, base, progress = args_tuple
     on_epoch = progress
     if isinstance(progress, tuple):
         queue, index = progress
@@ -74,8 +88,8 @@ def _cell(args_tuple):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        rec = run_cell(make_task(task_name, seed, **task_kw), model, seed,
-                       SyntheticConfig(d_model=d, max_epochs=max_epochs, plateau=plateau), on_epoch, commit)
+        cfg = dataclasses.replace(base, d_model=d, max_epochs=max_epochs, plateau=plateau)
+        rec = run_cell(make_task(task_name, seed, **task_kw), model, seed, cfg, on_epoch, commit)
     finally:
         torch.set_num_threads(threads)  # the caller's setting, when the cell ran in its process
     if task_name == "mqar":
@@ -112,9 +126,11 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _jobs(args, grid: dict, commit: str) -> list[tuple]:
-    """(task, model, seed, d_model, max_epochs, plateau, task options, commit) per cell: the H3 tasks
-    at each width; MQAR at each (sequence length, pairs) and width, with its own defaults."""
+def _jobs(args, grid: dict, commit: str, base, configured: set) -> list[tuple]:
+    """(task, model, seed, d_model, max_epochs, plateau, task options, commit, base config) per
+    cell: the H3 tasks at each width; MQAR at each (sequence length, pairs) and width, with its own
+    defaults. Width, epochs and plateau: the flag, else a key set by --config / --set
+    (``configured``), else the grid's default."""
     seq_lens = args.seq_len or MQAR["seq_lens"]
     pairs = args.pairs or [L // 16 for L in seq_lens]
     if len(pairs) != len(seq_lens):
@@ -124,14 +140,29 @@ def _jobs(args, grid: dict, commit: str) -> list[tuple]:
         mqar = t == "mqar"
         seeds = args.seeds if args.seeds is not None else (MQAR["seeds"] if mqar else grid["seeds"])
         models = args.model or (MQAR["models"] if mqar else grid["models"])
-        epochs = args.max_epochs or (MQAR["max_epochs"] if mqar else grid["max_epochs"])
-        widths = args.d_model or (MQAR["d_model"] if mqar else [32])
+        epochs = args.max_epochs or (base.max_epochs if "max_epochs" in configured else
+                                     MQAR["max_epochs"] if mqar else grid["max_epochs"])
+        widths = args.d_model or ([base.d_model] if "d_model" in configured else MQAR["d_model"] if mqar else [32])
         n_train = {"n_train": args.train_examples} if args.train_examples else {}  # else make_task's default
         shapes = ([{"seq_len": L, "n_pairs": P, "vocab_size": args.vocab, **n_train}
                    for L, P in zip(seq_lens, pairs)] if mqar else [n_train])
-        jobs += [(t, m, s, d, epochs, args.plateau, kw, commit)
+        plateau = base.plateau if args.plateau is None else args.plateau
+        jobs += [(t, m, s, d, epochs, plateau, kw, commit, base)
                  for s in seeds for kw in shapes for m in models for d in widths]
     return jobs
+
+
+def base_config(args):
+    """SyntheticConfig from the [synthetics] table of --config and --set overrides (validated by
+    key and type); the grid flags (--d-model, --max-epochs, --plateau) set their keys per cell."""
+    from longssm.configs import apply_overrides, build, load_toml
+    from longssm.experiments.synthetics import SyntheticConfig
+
+    raw = apply_overrides(load_toml(args.config) if args.config else {}, args.set or [])
+    unknown = sorted(set(raw) - {"synthetics"})
+    if unknown:
+        raise ValueError(f"unknown section(s) {unknown}; allowed: synthetics")
+    return build(SyntheticConfig, raw.get("synthetics", {}), "synthetics"), set(raw.get("synthetics", {}))
 
 
 def run(args) -> int:
@@ -145,7 +176,7 @@ def run(args) -> int:
         records = load_records(out)  # before any training: a bad file must not cost a run its results
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    jobs = _jobs(args, grid, commit)
+    jobs = _jobs(args, grid, commit, *base_config(args))
 
     def done(rec):
         nonlocal records

@@ -131,7 +131,18 @@ def run_cell(task: TaskData, model_name: str, seed: int, cfg: SyntheticConfig, o
             "epochs": epoch, "stopped": stop, "max_epochs": cfg.max_epochs,
             "seconds": time.time() - t0, "cpu_seconds": time.process_time() - cpu0,
             "d_model": cfg.d_model, "seq_len": seq_len, "train_examples": task.train.shape[0],
-            "commit": commit or current_commit()}
+            "commit": commit or current_commit(), **_overrides(cfg)}
+
+
+#: Keys that change what a cell trains (beyond width and epochs, which records carry anyway).
+_HYPER = ("lr", "weight_decay", "batch_size", "warmup_fraction", "min_lr_ratio", "embed_dropout")
+
+
+def _overrides(cfg: SyntheticConfig) -> dict:
+    """``{"overrides": {key: value}}`` for the training keys set away from their defaults (none: {})."""
+    default = SyntheticConfig()
+    changed = {k: getattr(cfg, k) for k in _HYPER if getattr(cfg, k) != getattr(default, k)}
+    return {"overrides": changed} if changed else {}
 
 
 def current_commit() -> str:
@@ -166,8 +177,10 @@ def load_records(path) -> list[dict]:
 
 
 def _cell_key(r: dict) -> tuple:
-    """What a cell is, seeds aside: (task, model, d_model, seq_len, pairs, training examples)."""
-    return r["task"], r["model"], r.get("d_model"), r.get("seq_len"), r.get("pairs"), r["train_examples"]
+    """What a cell is, seeds aside: (task, model, d_model, seq_len, pairs, training examples, and the
+    training keys set away from their defaults)."""
+    return (r["task"], r["model"], r.get("d_model"), r.get("seq_len"), r.get("pairs"), r["train_examples"],
+            tuple(sorted(r.get("overrides", {}).items())))
 
 
 def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
@@ -197,7 +210,8 @@ def summary(records: list[dict]) -> str:
     for model in MODELS:
         cells = []
         for task in tasks:
-            accs = [r["test_accuracy"] for r in records if (r["task"], r["model"], r.get("d_model", 32)) == (task, model, 32)]
+            accs = [r["test_accuracy"] for r in records
+                    if (r["task"], r["model"], r.get("d_model", 32)) == (task, model, 32) and not r.get("overrides")]
             paper = PAPER.get((task, model))
             cell = f"{_mean_std(accs)} ({len(accs)} seed{'s' * (len(accs) > 1)})" if accs else "not run"
             cells.append(cell + ("" if paper is None else f" · paper {paper:.1f}"))
@@ -224,7 +238,9 @@ def report(records: list[dict]) -> str:
              "| task | model | d_model | seq_len | pairs | train examples | test accuracy % (mean ± std) "
              "| train accuracy % | seeds | epochs | paper | CPU s/epoch | commit |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for (task, model, d, L, P, n_train), rs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+    for (task, model, d, L, P, n_train, over), rs in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
+        if over:  # trained away from the default schedule: say how, beside the model
+            model = f"{model} ({', '.join(f'{k}={v}' for k, v in over)})"
         paper = PAPER.get((task, model))
         epochs = "/".join(f"{r['epochs']}{_STOP_MARK.get(r.get('stopped'), '')}" for r in rs)
         commits = ",".join(sorted({r.get("commit", "?") for r in rs}))
