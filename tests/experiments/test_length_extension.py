@@ -102,7 +102,7 @@ def test_training_stats_counts_spikes(tmp_path):
 
 
 def test_run_all_keeps_finished_runs(tmp_path):
-    from longssm.experiments.length_extension import run_all
+    from longssm.experiments.length_extension import run_all, stats_file
 
     (tmp_path / "train").mkdir()
     (tmp_path / "valid").mkdir()
@@ -110,9 +110,12 @@ def test_run_all_keeps_finished_runs(tmp_path):
     (tmp_path / "valid" / "b.txt").write_text("some validation text " * 50)
     out = tmp_path / "le"
     write_rows(out.with_suffix(".csv"), _rows() + _rows())  # duplicates collapse to one row each
+    stats_file(out).write_text('{"h3/zero/16": {"final_loss": 1.2345, "max_grad_norm": 0.5, "spikes": 2}}')
     cfg = LengthExtensionConfig(models=("h3",), train_lens=(16,), eval_lens=(16, 256, 4096),
                                 train=(str(tmp_path / "train"),), valid=(str(tmp_path / "valid"),),
                                 runs_dir=str(tmp_path / "runs"))
     rows = run_all(cfg, out, progress=lambda *_: None)  # every run has rows: nothing is trained
     assert len(rows) == 18 and not (tmp_path / "runs" / "h3-T16-zero").exists()
-    assert out.with_suffix(".png").stat().st_size > 0 and ": holds" in out.with_suffix(".md").read_text()
+    md = out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").stat().st_size > 0 and ": holds" in md
+    assert "| h3 | zero | 16 | 1.234 | 0.50 | 2 |" in md  # the stability table from the committed stats

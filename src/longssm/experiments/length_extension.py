@@ -191,8 +191,9 @@ def run_all(cfg: LengthExtensionConfig, out: Path, *, jobs: int = 1, progress=pr
     # Tokenise once here: parallel runs would otherwise race to fill the same cache.
     data = resolve(run_config(cfg, cfg.models[0], cfg.train_lens[0], "zero")).data
     prepare_splits(data, data.cache_dir, log=progress)
-    csv_path = out.with_suffix(".csv")
+    csv_path, stats_path = out.with_suffix(".csv"), stats_file(out)
     rows = read_rows(csv_path)
+    stats = read_stats(stats_path)
     done = {(r["model"], r["train_len"], r["state_init"]) for r in rows}
     todo = [(m, T, i) for m in cfg.models for T in cfg.train_lens for i in cfg.state_inits if (m, T, i) not in done]
     todo.sort(key=lambda r: (r[1], r[2] != "previous"))  # slowest first (short T, carried states)
@@ -202,20 +203,43 @@ def run_all(cfg: LengthExtensionConfig, out: Path, *, jobs: int = 1, progress=pr
         with ctx.Pool(max(1, jobs), maxtasksperchild=1) as pool:
             results = pool.imap_unordered(_child, [(cfg, m, T, i, threads) for m, T, i in todo])
             for k, new in enumerate(results, 1):
+                r = new[0]
                 rows += new
                 write_rows(csv_path, rows)
-                _write_outputs(rows, cfg, out)
-                r = new[0]
+                run_dir = Path(cfg.runs_dir) / f"{r['model']}-T{r['train_len']}-{r['state_init']}"
+                stats[_stats_key(r["model"], r["state_init"], r["train_len"])] = training_stats(run_dir / "metrics.jsonl")
+                _write_json(stats_path, stats)
+                _write_outputs(rows, stats, cfg, out)
                 progress(f"[{k}/{len(todo)}] {r['model']} T={r['train_len']} {r['state_init']}: trained "
                          f"{r['train_tokens']:,} tokens in {r['train_seconds']:.0f} s, peak {r['peak_train_mb']:.0f} MB")
     elif rows:
-        _write_outputs(rows, cfg, out)
+        _write_outputs(rows, stats, cfg, out)
     return rows
 
 
-def _write_outputs(rows, cfg, out: Path) -> None:
+def stats_file(out: Path) -> Path:
+    """OUT_training.json: each run's training statistics (:func:`training_stats`), kept with the
+    results so the report regenerates from committed files without the run folders."""
+    return out.with_name(out.stem + "_training.json")
+
+
+def _stats_key(model: str, init: str, T: int) -> str:
+    return f"{model}/{init}/{T}"
+
+
+def read_stats(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def _write_outputs(rows, stats, cfg, out: Path) -> None:
     plot(rows, out.with_suffix(".png"))
-    out.with_suffix(".md").write_text(report(rows, cfg))
+    out.with_suffix(".md").write_text(report(rows, cfg, stats))
 
 
 def _curves(rows):
@@ -287,7 +311,9 @@ def findings(rows: list[dict]) -> dict:
     return out
 
 
-def report(rows: list[dict], cfg: LengthExtensionConfig) -> str:
+def report(rows: list[dict], cfg: LengthExtensionConfig, stats: dict) -> str:
+    """The markdown report from the measurement rows and the runs' training statistics (``stats``:
+    :func:`read_stats` of :func:`stats_file`)."""
     f = findings(rows)
     longest = max(r["eval_len"] for r in rows)
     shortest = min(r["eval_len"] for r in rows)
@@ -324,7 +350,7 @@ def report(rows: list[dict], cfg: LengthExtensionConfig) -> str:
               "logged loss more than 0.3 nats above the previous logged one.", "",
               "| model | state_init | T | final train loss | max grad norm | spikes |", "|---|---|---:|---:|---:|---:|"]
     for m, init, T in sorted(f, key=lambda k: (k[0], k[2], k[1])):
-        st = training_stats(Path(cfg.runs_dir) / f"{m}-T{T}-{init}" / "metrics.jsonl")
+        st = stats.get(_stats_key(m, init, T))
         if st:
             lines.append(f"| {m} | {init} | {T} | {st['final_loss']:.3f} | {st['max_grad_norm']:.2f} | {st['spikes']} |")
     return "\n".join(lines) + "\n"
