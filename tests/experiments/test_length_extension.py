@@ -31,7 +31,7 @@ def test_findings_and_report_read_the_numbers(tmp_path):
     assert z["zero_rise"] == pytest.approx(1.0) and z["zero_at_longest"] == 3.0
     assert p["zero_rise"] == pytest.approx(0.0) and p["stream_longest"] == 1.8
     assert p["shuffle_penalty"] == pytest.approx(0.3) and z["shuffle_penalty"] == pytest.approx(0.0)
-    md = report(_rows(), LengthExtensionConfig())
+    md = report(_rows(), LengthExtensionConfig(), {})
     assert md.count(": holds") == 3 and "does not hold" not in md
     path = tmp_path / "le.csv"
     write_rows(path, _rows())
