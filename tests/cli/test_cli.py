@@ -20,6 +20,7 @@ def test_unknown_suite_is_an_error(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_quick_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "kernels", "--quick", "--repeats", "1", "--warmup", "1", "--out", str(out)]) == 0

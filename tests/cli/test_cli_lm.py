@@ -22,6 +22,7 @@ def run_args(tmp_path, out, steps=4, extra=()):
             "--set", "train.log_every=1", "--set", "train.warmup_steps=1", "--set", f'train.out_dir="{out}"', *extra]
 
 
+@pytest.mark.slow
 def test_train_eval_generate_info(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(run_args(tmp_path, out)) == 0
@@ -63,6 +64,7 @@ def _losses(path):
     return [r["loss"] for r in map(json.loads, open(path).read().splitlines()) if "loss" in r]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("state_init", ["zero", "previous"])
 def test_two_processes_match_one(tmp_path, state_init):
     one, two = tmp_path / "one", tmp_path / "two"

@@ -49,6 +49,7 @@ def test_cut_streams_never_cross_documents_and_alternate():
         cut_streams(docs, 64)
 
 
+@pytest.mark.slow
 def test_evaluate_streams_modes_and_orders():
     from longssm.evaluation.perplexity import evaluate_streams
 

@@ -24,6 +24,7 @@ def losses(out):
     return [r["loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("state_init", ["zero", "previous", "noise"])
 def test_resume_is_exact(tmp_path, state_init):
     straight = tmp_path / "straight"

@@ -1,4 +1,4 @@
-"""Sequence mixers under one state contract (DESIGN.md): ``forward(x, state=None) -> (y, state)``,
+"""Sequence mixers under one state contract (docs/architecture.md): ``forward(x, state=None) -> (y, state)``,
 ``step(x_t, state) -> (y_t, state)``, ``init_state(batch_size, *, device, dtype)``; the SSM cores
 they compose (``longssm.layers.cores``) and the options of each (``longssm.layers.options``)."""
 
