@@ -3,9 +3,8 @@ import dataclasses
 import pytest
 
 from longssm.cli.main import main
-from longssm.experiments.length_extension import (
-    LengthExtensionConfig, findings, read_rows, report, run_config, validate, write_rows,
-)
+from longssm.experiments.length_extension import LengthExtensionConfig, read_rows, run_config, validate, write_rows
+from longssm.experiments.length_extension_report import findings, report
 
 
 def _rows():
@@ -89,7 +88,7 @@ def test_linear_ssm_fitted_on_short_range_extrapolates_badly():
 def test_training_stats_counts_spikes(tmp_path):
     import json
 
-    from longssm.experiments.length_extension import training_stats
+    from longssm.experiments.length_extension_report import training_stats
 
     path = tmp_path / "metrics.jsonl"
     logs = [{"step": 10, "loss": 3.0, "grad_norm": 0.5}, {"step": 10, "val_loss": 9.0},
