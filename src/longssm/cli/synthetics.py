@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import argparse
 import dataclasses
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", metavar="synthetics.KEY=VALUE",
                    help="override one training key, e.g. --set synthetics.lr=1e-3 (repeatable; TOML values)")
     p.epilog = _config_help()
-    p.formatter_class = __import__("argparse").RawDescriptionHelpFormatter
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.set_defaults(func=run)
 
 
