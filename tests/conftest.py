@@ -17,6 +17,9 @@ def _seed():
 
 def assert_close(actual, expected, tol, what=""):
     """Max absolute error, scaled by max(1, |expected|_inf): the tolerance is stated per test."""
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    if expected.numel() == 0:
+        return
     scale = max(1.0, expected.abs().max().item())
     err = (actual - expected).abs().max().item() / scale
     assert err <= tol, f"{what}: scaled max error {err:.3e} > {tol:.0e}"

@@ -12,7 +12,8 @@ import torch
 
 from longssm.kernels.backend import BACKENDS
 from longssm.layers import (
-    H3, Attention, H3State, KVCache, S4D, S4DState, SelectiveSSM, ShiftSSM, configure, detach_state, map_tensors,
+    H3, S5, Attention, H3State, KVCache, S4D, S4DState, SelectiveSSM, ShiftSSM, SMRCore, configure, detach_state,
+    map_tensors,
 )
 from longssm.layers.state import tensors
 from conftest import assert_close
@@ -31,6 +32,12 @@ MIXERS = {
     "h3-diag-only": lambda: H3(D_MODEL, d_state=8, use_shift=False),
     "h3-no-gate": lambda: H3(D_MODEL, d_state=8, head_dim=4, shift_state=6, use_gate=False),
     "mamba": lambda: SelectiveSSM(D_MODEL, d_state=4, segment_size=4),
+    "s5": lambda: S5(D_MODEL, d_state=5),
+    "h3-s5-long-core": lambda: H3(D_MODEL, d_state=4, head_dim=2, shift_state=6, long_core="s5"),
+    "s4d-smr": lambda: S4D(D_MODEL, d_state=8, chunk_size=5, smr=True),
+    "s5-smr-full-sigmoid": lambda: S5(D_MODEL, d_state=5, smr=True, smr_kernel=3, smr_conv="full", smr_gate="sigmoid"),
+    "h3-smr": lambda: H3(D_MODEL, d_state=8, head_dim=2, shift_state=6, smr=True),
+    "mamba-smr-k1": lambda: SelectiveSSM(D_MODEL, d_state=4, segment_size=4, smr=True, smr_kernel=1),
     "attention": lambda: Attention(D_MODEL, n_heads=2),
     "attention-window": lambda: Attention(D_MODEL, n_heads=2, window=5),
     "attention-norotary": lambda: Attention(D_MODEL, n_heads=1, use_rotary=False, window=3),
@@ -40,6 +47,11 @@ MIXERS = {
 def make(name, backend="auto"):
     torch.manual_seed(1)
     mixer = MIXERS[name]().double()
+    for m in mixer.modules():  # SMR starts at the identity: give its filter something to do
+        if isinstance(m, SMRCore):
+            with torch.no_grad():
+                m.weight.normal_(0, 0.5)
+                m.bias.normal_(0, 0.5)
     configure(mixer, backend=backend)
     return mixer
 

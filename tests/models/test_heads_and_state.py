@@ -67,3 +67,24 @@ def test_state_fields_round_trip():
 def test_mixer_options_are_validated_by_name(options, message):
     with pytest.raises((TypeError, ValueError), match=message):
         ModelConfig(vocab_size=11, d_model=16, n_layer=1, mixers=("h3",), mixer_options=options)
+
+
+def test_continuous_inputs_with_per_step_dt():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=1, d_model=8, n_layer=2, mixers=("s5", "mamba"),
+                      mixer_options={"s5": {"d_state": 4, "smr": True}, "mamba": {"d_state": 3}})
+    model = SequenceClassifier(cfg, n_classes=4, d_input=2).double()
+    x = torch.randn(3, 10, 2, dtype=torch.float64)
+    dt = torch.rand(3, 10, dtype=torch.float64) + 0.5
+    logits = model(x, dt=dt)
+    assert logits.shape == (3, 4)
+    assert not torch.allclose(logits, model(x))  # the steps matter
+    assert_close(model(x, dt=torch.ones(3, 10, dtype=torch.float64)), model(x), 1e-12, "dt = 1 is the default step")
+    with pytest.raises(ValueError, match=r"floats of shape \(batch, seq_len, 2\)"):
+        model(torch.randint(0, 3, (3, 10)))
+    with pytest.raises(ValueError, match=r"dt must be a floating tensor of shape \(3, 10\)"):
+        model(x, dt=torch.ones(3, 9, dtype=torch.float64))
+    lti = SequenceClassifier(ModelConfig(vocab_size=1, d_model=8, n_layer=1, mixers=("s4d",),
+                                         mixer_options={"s4d": {"d_state": 4}}), 4, d_input=2)
+    with pytest.raises(ValueError, match="S4D do not: give them the mean step with dt_scale"):
+        lti(x.float(), dt=dt.float())

@@ -1,6 +1,6 @@
-"""Stand-alone SSM sequence mixers: S4D and the shift SSM.
+"""Stand-alone SSM sequence mixers: S4D, S5 and the shift SSM.
 
-Both follow the S4D block (s4/models/s4/s4d.py): an SSM core per channel with D skip, GELU,
+All follow the S4D block (s4/models/s4/s4d.py): an SSM core per channel with D skip, GELU,
 then a position-wise output transform: Linear(d, 2d) + GLU (``postact="glu"``, s4d.py's default)
 or a plain Linear(d, d) (``postact="linear"``, the safari configs the H3 paper's synthetic S4D
 baseline ran with; the GLU's multiplicative gate is exactly what H3 argues plain SSMs lack).
@@ -17,7 +17,9 @@ from torch import nn
 
 from longssm.kernels.checks import check_seq, check_token
 from longssm.layers.cores import DiagonalCore, ShiftCore
-from longssm.layers.options import S4DOptions, ShiftOptions
+from longssm.layers.options import S4DOptions, S5Options, ShiftOptions
+from longssm.layers.s5 import S5Core
+from longssm.layers.smr import maybe_smr
 from longssm.layers.state import check_state, rename_on_load
 
 
@@ -27,6 +29,10 @@ class S4DState(NamedTuple):
 
 class ShiftState(NamedTuple):
     window: Any  # the shift core's state: (batch, d_model, d_state), last inputs, newest first
+
+
+class S5State(NamedTuple):
+    ssm: Any  # the S5 core's state: (batch, d_state) complex
 
 
 class _CoreMixer(nn.Module):
@@ -39,6 +45,7 @@ class _CoreMixer(nn.Module):
             raise ValueError(f"postact must be 'glu' or 'linear', got {postact!r}")
         self.d_model, self.glu = d_model, postact == "glu"
         self.core = core
+        self.per_step_dt = core.per_step_dt  # takes a per-step time step dt (batch, L)
         self.out_proj = nn.Linear(d_model, (2 if self.glu else 1) * d_model)
         rename_on_load(self, {"conv.": "core."})  # checkpoints before the core seam
 
@@ -58,15 +65,16 @@ class _CoreMixer(nn.Module):
         check_state(type(self).__name__, state, self.state_type, batch)
         return state[0]
 
-    def forward(self, x: torch.Tensor, state=None, *, return_state: bool = True):
+    def forward(self, x: torch.Tensor, state=None, *, return_state: bool = True, dt: torch.Tensor | None = None):
+        """x (batch, L, d_model); ``dt`` (batch, L): per-step time steps (cores with per_step_dt)."""
         check_seq("x", x, self.d_model)
         s = self._core_state(state, x.shape[0])
-        y, s = self.core(x.transpose(1, 2), s, return_state)  # (batch, d_model, L)
+        y, s = self.core(x.transpose(1, 2), s, return_state, dt)  # (batch, d_model, L)
         return self._out(y.transpose(1, 2)), (self.state_type(s) if return_state else None)
 
-    def step(self, x_t: torch.Tensor, state):
+    def step(self, x_t: torch.Tensor, state, dt: torch.Tensor | None = None):
         check_token("x_t", x_t, self.d_model)
-        y, s = self.core.step(x_t, self._core_state(state, x_t.shape[0]))
+        y, s = self.core.step(x_t, self._core_state(state, x_t.shape[0]), dt)
         return self._out(y), self.state_type(s)
 
     def init_state(self, batch_size: int, *, device=None, dtype=None):
@@ -81,9 +89,22 @@ class S4D(_CoreMixer):
 
     def __init__(self, d_model: int, **options):
         o = S4DOptions(**options)
-        super().__init__(d_model, DiagonalCore(d_model, o.d_state, init=o.init, discretization=o.discretization,
-                                               dt_min=o.dt_min, dt_max=o.dt_max, ssm_lr=o.ssm_lr,
-                                               chunk_size=o.chunk_size), o.postact)
+        core = DiagonalCore(d_model, o.d_state, init=o.init, discretization=o.discretization, dt_min=o.dt_min,
+                            dt_max=o.dt_max, ssm_lr=o.ssm_lr, chunk_size=o.chunk_size)
+        super().__init__(d_model, maybe_smr(core, d_model, o), o.postact)
+
+
+class S5(_CoreMixer):
+    """S5 layer (Smith et al. 2023): the shared MIMO diagonal SSM (:class:`S5Core`), GELU and
+    the output transform. Takes a per-step ``dt`` (batch, L). Options:
+    :class:`longssm.layers.options.S5Options`."""
+
+    state_type = S5State
+
+    def __init__(self, d_model: int, **options):
+        o = S5Options(**options)
+        core = S5Core(d_model, o.d_state, init=o.init, dt_min=o.dt_min, dt_max=o.dt_max, ssm_lr=o.ssm_lr)
+        super().__init__(d_model, maybe_smr(core, d_model, o), o.postact)
 
 
 class ShiftSSM(_CoreMixer):

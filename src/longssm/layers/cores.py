@@ -45,17 +45,31 @@ class Core(nn.Module):
     """Shared frame of the cores: precision and the backend; subclasses write ``_forward`` and
     ``_step`` on inputs already in :func:`compute_dtype`."""
 
+    #: Takes a per-step time step ``dt`` (batch, L) (non-uniform sampling); time-invariant cores
+    #: take only the scalar ``dt_scale``.
+    per_step_dt = False
+
     def __init__(self):
         super().__init__()
         self.backend = "auto"
 
-    def forward(self, u: torch.Tensor, state=None, return_state: bool = False):
+    def forward(self, u: torch.Tensor, state=None, return_state: bool = False, dt: torch.Tensor | None = None):
+        """u (batch, H, L); ``dt`` (batch, L): per-step time steps relative to the learned one."""
         with torch.autocast(u.device.type, enabled=False):
-            return self._forward(u.to(compute_dtype(u.dtype)), state, return_state)
+            return self._forward(u.to(compute_dtype(u.dtype)), state, return_state, **self._dt(dt, u.dtype))
 
-    def step(self, u_t: torch.Tensor, state):
+    def step(self, u_t: torch.Tensor, state, dt: torch.Tensor | None = None):
+        """u_t (batch, H); ``dt`` (batch,)."""
         with torch.autocast(u_t.device.type, enabled=False):
-            return self._step(u_t.to(compute_dtype(u_t.dtype)), state)
+            return self._step(u_t.to(compute_dtype(u_t.dtype)), state, **self._dt(dt, u_t.dtype))
+
+    def _dt(self, dt, dtype) -> dict:
+        if dt is None:
+            return {}
+        if not self.per_step_dt:
+            raise ValueError(f"{type(self).__name__} is time-invariant: it takes no per-step dt; set its "
+                             f"dt_scale to the mean step instead")
+        return {"dt": dt.to(compute_dtype(dtype))}
 
     def op(self, name: str):
         return get_op(name, self.backend)
@@ -169,33 +183,32 @@ class SelectiveCore(Core):
         """The GPT-2 init of the model reaches x_proj only; dt_proj keeps Mamba's init."""
         nn.init.normal_(self.x_proj.weight, std=std)
 
-    def _params(self, x):
-        """x (batch, *t, d_inner) -> delta (batch, *t, d_inner) and whether softplus is still to
-        apply, B, C (batch, *t, d_state)."""
+    per_step_dt = True
+
+    def _params(self, x, step=None):
+        """x (batch, *t, d_inner), per-step ``step`` (batch, *t) or None -> delta (batch, *t,
+        d_inner) and whether softplus is still to apply, B, C (batch, *t, d_state)."""
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = dt @ self.dt_proj.weight.T
-        if self.dt_scale == 1.0:  # the kernel adds the bias and applies softplus
+        if self.dt_scale == 1.0 and step is None:  # the kernel adds the bias and applies softplus
             return dt, True, B, C
-        return F.softplus(dt + self.dt_proj.bias) * self.dt_scale, False, B, C
+        delta = F.softplus(dt + self.dt_proj.bias) * self.dt_scale
+        return (delta if step is None else delta * step[..., None]), False, B, C
 
-    def _forward(self, u, state, return_state):
-        dt, softplus, B, C = self._params(u.transpose(1, 2))
+    def _forward(self, u, state, return_state, dt=None):
+        dt, softplus, B, C = self._params(u.transpose(1, 2), dt)
         return self.op("selective_scan")(
             u, dt.transpose(1, 2), -torch.exp(self.A_log), B.transpose(1, 2), C.transpose(1, 2), self.D,
             delta_bias=self.dt_proj.bias if softplus else None, delta_softplus=softplus,
             initial_state=state, return_state=return_state, segment_size=self.segment_size)
 
-    def _step(self, u_t, state):
-        dt, softplus, B, C = self._params(u_t)
+    def _step(self, u_t, state, dt=None):
+        dt, softplus, B, C = self._params(u_t, dt)
         return selective_scan_step(u_t, dt, -torch.exp(self.A_log), B, C, state, self.D,
                                    delta_bias=self.dt_proj.bias if softplus else None, delta_softplus=softplus)
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> torch.Tensor:
         return torch.zeros(batch_size, self.d_inner, self.d_state, **self._kw(device, dtype))
-
-
-#: Cores H3 can take as its long SSM (``H3Options.long_core``).
-LONG_CORES = {"diag": DiagonalCore}
 
 
 def configure(module: nn.Module, *, backend: str | None = None, dt_scale: float | None = None) -> None:

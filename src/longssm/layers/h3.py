@@ -12,8 +12,10 @@ inputs and outputs alike: channel ``c = h * head_dim + d`` (head-major); the ref
 its output as ``d * n_heads + h`` instead, a permutation the output projection absorbs.
 
 The two SSMs are cores (``longssm.layers.cores``): ``shift`` a :class:`ShiftCore`, ``diag`` the
-long SSM, a core from ``LONG_CORES`` (S4D's diagonal core by default); their states nest in
-:class:`H3State` whatever their type.
+long SSM, a core from ``LONG_CORES`` (S4D's diagonal core by default, or S5's shared MIMO core:
+LongSSM's "S5" models are H3 with an S5 long filter), optionally behind State Memory Replay
+(``smr``); their states nest in :class:`H3State` whatever their type. A per-step ``dt`` goes to the
+long core (the shift SSM is discrete).
 
 Ablations (H3 section 5.1): ``use_shift=False`` skips the shift SSM (k' = k), ``use_diag=False``
 replaces the diagonal SSM by the identity, ``use_gate=False`` drops q (y = sum_d1 ssm(kv)).
@@ -28,9 +30,18 @@ from einops import rearrange
 from torch import nn
 
 from longssm.kernels.checks import check_seq, check_token
-from longssm.layers.cores import LONG_CORES, ShiftCore
+from longssm.layers.cores import DiagonalCore, ShiftCore
 from longssm.layers.options import H3Options
+from longssm.layers.s5 import S5Core
+from longssm.layers.smr import maybe_smr
 from longssm.layers.state import check_state, map_tensors
+
+#: The long SSMs H3 can take (``H3Options.long_core``): core from (channels, options).
+LONG_CORES = {
+    "diag": lambda H, o: DiagonalCore(H, o.d_state, init=o.init, discretization=o.discretization, dt_min=o.dt_min,
+                                      dt_max=o.dt_max, ssm_lr=o.ssm_lr, chunk_size=o.chunk_size),
+    "s5": lambda H, o: S5Core(H, o.d_state, init=o.init, dt_min=o.dt_min, dt_max=o.dt_max, ssm_lr=o.ssm_lr),
+}
 
 
 class H3State(NamedTuple):
@@ -55,9 +66,8 @@ class H3(nn.Module):
         # q (if gated), k, v in one projection, computed channel-first for the convolutions.
         self.in_proj = nn.Linear(d_model, (3 if o.use_gate else 2) * d_model)
         self.shift = ShiftCore(d_model, o.shift_state, ssm_lr=o.ssm_lr) if o.use_shift else None
-        self.diag = LONG_CORES[o.long_core](
-            self.n_heads, o.d_state, init=o.init, discretization=o.discretization, dt_min=o.dt_min,
-            dt_max=o.dt_max, ssm_lr=o.ssm_lr, chunk_size=o.chunk_size) if o.use_diag else None
+        self.diag = maybe_smr(LONG_CORES[o.long_core](self.n_heads, o), self.n_heads, o) if o.use_diag else None
+        self.per_step_dt = self.diag is not None and self.diag.per_step_dt
         self.out_proj = nn.Linear(d_model, d_model)
 
     def reset_parameters(self, *, std: float = 0.02, residual_std: float = 0.02) -> None:
@@ -90,15 +100,17 @@ class H3(nn.Module):
             y = y * rearrange(q, "b (h d1) ... -> b d1 1 h ...", d1=self.head_dim)
         return rearrange(y.sum(1), "b d2 h ... -> b (h d2) ...")
 
-    def _long(self, kv, s_ssm, step: bool, return_state: bool):
+    def _long(self, kv, s_ssm, step: bool, return_state: bool, dt):
         """The long SSM over the (batch * d1 * d2) rows of kv; its state keeps (batch, d1, d2)."""
         hd, batch = self.head_dim, kv.shape[0]
         flat = None if s_ssm is None else map_tensors(lambda t: t.flatten(0, 2), s_ssm)
         rows = kv.flatten(0, 2)
-        y, flat = self.diag.step(rows, flat) if step else self.diag(rows, flat, return_state)
+        if dt is not None:  # one row of steps per (batch, d1, d2) row of kv
+            dt = dt.repeat_interleave(hd * hd, dim=0)
+        y, flat = self.diag.step(rows, flat, dt) if step else self.diag(rows, flat, return_state, dt)
         return y.unflatten(0, (batch, hd, hd)), map_tensors(lambda t: t.unflatten(0, (batch, hd, hd)), flat)
 
-    def _mix(self, x, state, step: bool, return_state: bool = True):
+    def _mix(self, x, state, step: bool, return_state: bool = True, dt=None):
         """Shared body of forward (x: (batch, L, d_model)) and step (x: (batch, d_model))."""
         s_shift, s_ssm = self._unpack(state, x.shape[0])
         if step:
@@ -111,17 +123,20 @@ class H3(nn.Module):
             k, s_shift = self.shift.step(k, s_shift) if step else self.shift(k, s_shift, return_state)
         kv = self._outer(k, v)  # (batch, d1, d2, n_heads, *t)
         if self.diag is not None:
-            kv, s_ssm = self._long(kv, s_ssm, step, return_state)
+            kv, s_ssm = self._long(kv, s_ssm, step, return_state, dt)
+        elif dt is not None:
+            raise ValueError("H3 without its long SSM (use_diag=False) takes no per-step dt")
         y = self._readout(kv, q)
         return self.out_proj(y if step else y.transpose(1, 2)), (H3State(s_shift, s_ssm) if return_state else None)
 
-    def forward(self, x: torch.Tensor, state: H3State | None = None, *, return_state: bool = True):
+    def forward(self, x: torch.Tensor, state: H3State | None = None, *, return_state: bool = True,
+                dt: torch.Tensor | None = None):
         check_seq("x", x, self.d_model)
-        return self._mix(x, state, step=False, return_state=return_state)
+        return self._mix(x, state, step=False, return_state=return_state, dt=dt)
 
-    def step(self, x_t: torch.Tensor, state: H3State):
+    def step(self, x_t: torch.Tensor, state: H3State, dt: torch.Tensor | None = None):
         check_token("x_t", x_t, self.d_model)
-        return self._mix(x_t, state, step=True)
+        return self._mix(x_t, state, step=True, dt=dt)
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> H3State:
         shift = None if self.shift is None else self.shift.init_state(batch_size, device=device, dtype=dtype)

@@ -12,7 +12,21 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class H3Options:
+class SMROptions:
+    """State Memory Replay on the SSM core's input (longssm.layers.smr), for every SSM mixer."""
+
+    smr: bool = False
+    """Apply SMR (a learned multi-step memory gating each SSM input) to the SSM core's input."""
+    smr_kernel: int = 4
+    """SMR's memory: the number of recent inputs its causal convolution reads."""
+    smr_conv: str = "depthwise"
+    """SMR's convolution: depthwise (a filter per channel) or full (across channels)."""
+    smr_gate: str = "2sigmoid"
+    """SMR's gate: 2sigmoid (damps or amplifies; exactly the identity at init) or sigmoid (damps)."""
+
+
+@dataclass(frozen=True)
+class H3Options(SMROptions):
     """The H3 mixer (H3 section 3.2): shift SSM on K, diagonal SSM on K (x) V, gated by Q."""
 
     d_state: int = 64
@@ -40,11 +54,12 @@ class H3Options:
     chunk_size: int = 4096
     """Tokens per FFT chunk of the diagonal SSM's state-passing convolution."""
     long_core: str = "diag"
-    """The core of the long SSM: diag (S4D's diagonal SSM, the paper's)."""
+    """The core of the long SSM: diag (S4D's diagonal SSM, the paper's) or s5 (LongSSM's "S5"
+    models: d_state complex modes shared by the heads, ZOH)."""
 
 
 @dataclass(frozen=True)
-class S4DOptions:
+class S4DOptions(SMROptions):
     """The S4D mixer (Gu et al. 2022, s4d.py): diagonal SSM, GELU, output transform."""
 
     d_state: int = 64
@@ -66,6 +81,25 @@ class S4DOptions:
 
 
 @dataclass(frozen=True)
+class S5Options(SMROptions):
+    """The S5 mixer (Smith et al. 2023): one MIMO diagonal SSM shared by all channels, GELU,
+    output transform (as the S4D mixer)."""
+
+    d_state: int = 64
+    """P, the complex modes of the shared state (with their conjugates)."""
+    init: str = "lin"
+    """Lambda initialisation: lin (S4D-Lin) or inv (S4D-Inv)."""
+    postact: str = "glu"
+    """Output transform: glu or linear."""
+    ssm_lr: float = 1e-3
+    """Learning rate of Lambda, the steps and B, no weight decay."""
+    dt_min: float = 1e-3
+    """Smallest initial step (log-uniform per mode)."""
+    dt_max: float = 1e-1
+    """Largest initial step."""
+
+
+@dataclass(frozen=True)
 class ShiftOptions:
     """The shift SSM of H3 used on its own (a learned causal filter per channel)."""
 
@@ -78,7 +112,7 @@ class ShiftOptions:
 
 
 @dataclass(frozen=True)
-class MambaOptions:
+class MambaOptions(SMROptions):
     """The Mamba block (Gu & Dao 2023, section 3.4) around the selective SSM core."""
 
     d_state: int = 16

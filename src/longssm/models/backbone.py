@@ -66,13 +66,21 @@ class Block(nn.Module):
     def _mlp(self, x):
         return x if self.mlp is None else x + self.mlp(self.norm2(x))
 
-    def forward(self, x, state=None, return_state=True):
-        y, state = self.mixer(self.norm1(x), state, return_state=return_state)
+    def forward(self, x, state=None, return_state=True, dt=None):
+        kw = {} if dt is None else {"dt": dt}
+        y, state = self.mixer(self.norm1(x), state, return_state=return_state, **kw)
         return self._mlp(x + self.drop(y)), state
 
-    def step(self, x_t, state):
-        y, state = self.mixer.step(self.norm1(x_t), state)
+    def step(self, x_t, state, dt=None):
+        y, state = self.mixer.step(self.norm1(x_t), state, **({} if dt is None else {"dt": dt}))
         return self._mlp(x_t + y), state
+
+
+def check_seq_embeds(x: torch.Tensor, d_model: int) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 3 or x.shape[-1] != d_model \
+            or x.shape[1] == 0:
+        raise ValueError(f"embeds must be a floating tensor of shape (batch, seq_len >= 1, {d_model}), "
+                         f"got {getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
 
 
 def check_ids(ids: torch.Tensor, rank: int, what: str, vocab_size: int) -> None:
@@ -141,21 +149,41 @@ class Backbone(nn.Module):
             raise TypeError(f"state must be a ModelState with {len(self.blocks)} layer states "
                             f"(from model.init_state or a previous call), got {type(state).__name__}")
 
-    def forward(self, input_ids: torch.Tensor, state: ModelState | None = None, *, return_state: bool = True):
-        """input_ids (batch, seq_len) -> hidden (batch, seq_len, d_model), new state (None with
-        ``return_state=False``: no layer then computes its final state)."""
-        check_ids(input_ids, 2, "input_ids", self.config.vocab_size)
+    def _check_dt(self, dt, shape):
+        if dt is None:
+            return
+        if tuple(dt.shape) != tuple(shape) or not dt.is_floating_point():
+            raise ValueError(f"dt must be a floating tensor of shape {tuple(shape)}, got {dt.dtype} {tuple(dt.shape)}")
+        fixed = sorted({b.mixer.__class__.__name__ for b in self.blocks if not getattr(b.mixer, "per_step_dt", False)})
+        if fixed:
+            raise ValueError(f"a per-step dt needs mixers that take one (S5, the selective SSM, H3 with an S5 "
+                             f"long core); {', '.join(fixed)} do not: give them the mean step with dt_scale")
+
+    def forward(self, input_ids: torch.Tensor | None = None, state: ModelState | None = None, *,
+                return_state: bool = True, dt: torch.Tensor | None = None, embeds: torch.Tensor | None = None):
+        """input_ids (batch, seq_len), or ``embeds`` (batch, seq_len, d_model) for inputs that are
+        not tokens -> hidden (batch, seq_len, d_model), new state (None with ``return_state=False``:
+        no layer then computes its final state). ``dt`` (batch, seq_len): per-step time steps
+        (non-uniformly sampled inputs), for models whose mixers all take one."""
+        if (input_ids is None) == (embeds is None):
+            raise ValueError("give exactly one of input_ids and embeds")
         if state is not None:
             self._check_state(state)
-        layer_states = state.layers if state is not None else (None,) * len(self.blocks)
         start = 0 if state is None else state.pos
-        x = self._embed(input_ids, start)  # (batch, seq_len, d_model)
+        if embeds is None:
+            check_ids(input_ids, 2, "input_ids", self.config.vocab_size)
+            x = self._embed(input_ids, start)  # (batch, seq_len, d_model)
+        else:
+            check_seq_embeds(embeds, self.config.d_model)
+            x = self.drop(embeds)
+        self._check_dt(dt, x.shape[:2])
+        layer_states = state.layers if state is not None else (None,) * len(self.blocks)
         new_states = []
         for block, s in zip(self.blocks, layer_states):
-            x, s = block(x, s, return_state)
+            x, s = block(x, s, return_state, dt)
             new_states.append(s)
         x = self.norm(x)
-        return x, (ModelState(tuple(new_states), start + input_ids.shape[1]) if return_state else None)
+        return x, (ModelState(tuple(new_states), start + x.shape[1]) if return_state else None)
 
     def step(self, token_ids: torch.Tensor, state: ModelState):
         """One token per row: token_ids (batch,) -> hidden (batch, d_model), new state."""

@@ -43,11 +43,12 @@ class LanguageModel(nn.Module):
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> ModelState:
         return self.backbone.init_state(batch_size, device=device, dtype=dtype)
 
-    def forward(self, input_ids: torch.Tensor, state: ModelState | None = None, *, return_state: bool = True):
+    def forward(self, input_ids: torch.Tensor, state: ModelState | None = None, *, return_state: bool = True,
+                dt: torch.Tensor | None = None):
         """input_ids (batch, seq_len) -> logits (batch, seq_len, vocab_size), new state (None with
         ``return_state=False``: no layer then computes its final state, which saves time and memory
-        when nothing reads it, e.g. zero-state training and evaluation)."""
-        x, state = self.backbone(input_ids, state, return_state=return_state)
+        when nothing reads it, e.g. zero-state training and evaluation). ``dt``: see Backbone."""
+        x, state = self.backbone(input_ids, state, return_state=return_state, dt=dt)
         return self.head(x), state
 
     def step(self, token_ids: torch.Tensor, state: ModelState):
@@ -59,28 +60,40 @@ class LanguageModel(nn.Module):
 class SequenceClassifier(nn.Module):
     """Backbone, mean over the tokens where ``mask`` is True (padding excluded), linear classifier.
 
-    Padding is right-padding: with a mask the padded positions come after a row's tokens, so the
-    causal mixers never let padding reach the real tokens' hidden states.
+    Inputs are token ids, or with ``d_input`` real-valued sequences (batch, seq_len, d_input)
+    that a linear encoder lifts to d_model (pixels, sampled signals). Padding is right-padding:
+    with a mask the padded positions come after a row's tokens, so the causal mixers never let
+    padding reach the real tokens' hidden states.
     """
 
-    def __init__(self, config: ModelConfig, n_classes: int):
+    def __init__(self, config: ModelConfig, n_classes: int, d_input: int | None = None):
         super().__init__()
         if n_classes < 2:
             raise ValueError(f"n_classes must be >= 2, got {n_classes}")
-        self.config = config
+        self.config, self.d_input = config, d_input
+        self.encoder = None if d_input is None else nn.Linear(d_input, config.d_model)
         self.backbone = Backbone(config)
         self.head = nn.Linear(config.d_model, n_classes)
         self.backbone.reset_parameters()
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids (batch, seq_len), mask (batch, seq_len) bool or None -> logits (batch, n_classes)."""
-        x, _ = self.backbone(input_ids, return_state=False)  # (batch, seq_len, d_model)
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None, *,
+                dt: torch.Tensor | None = None) -> torch.Tensor:
+        """inputs: ids (batch, seq_len), or (batch, seq_len, d_input) floats with ``d_input``;
+        mask (batch, seq_len) bool or None; dt (batch, seq_len) per-step time steps or None
+        -> logits (batch, n_classes)."""
+        if self.encoder is None:
+            x, _ = self.backbone(inputs, return_state=False, dt=dt)  # (batch, seq_len, d_model)
+        else:
+            if not inputs.is_floating_point() or inputs.dim() != 3 or inputs.shape[-1] != self.d_input:
+                raise ValueError(f"inputs must be floats of shape (batch, seq_len, {self.d_input}), "
+                                 f"got {inputs.dtype} {tuple(inputs.shape)}")
+            x, _ = self.backbone(embeds=self.encoder(inputs), return_state=False, dt=dt)
         if mask is None:
             return self.head(x.mean(1))
-        if mask.shape != input_ids.shape or mask.dtype != torch.bool:
-            raise ValueError(f"mask must be a bool tensor of shape {tuple(input_ids.shape)}, "
+        if mask.shape != x.shape[:2] or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor of shape {tuple(x.shape[:2])}, "
                              f"got {mask.dtype} {tuple(mask.shape)}")
         counts = mask.sum(1, keepdim=True)
         if bool((counts == 0).any()):
