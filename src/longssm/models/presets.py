@@ -26,6 +26,9 @@ _SYN_ATTN = {"n_heads": 1, "use_rotary": False, "dropout": 0.1}
 ARCHITECTURES: dict[str, tuple[str, dict[str, dict[str, Any]], dict[str, Any]]] = {
     "h3": ("h3", {"h3": _H3}, {}),
     "s4d": ("s4d", {"s4d": {"d_state": 64}}, {}),
+    "s5": ("s5", {"s5": {"d_state": 64}}, {}),
+    # LongSSM's "S5" models: H3 with an S5 long filter.
+    "h3-s5": ("h3", {"h3": {**_H3, "long_core": "s5"}}, {}),
     "attention": ("attention", {"attention": {}}, {}),
     # Mamba blocks have no MLP (Gu & Dao 2023, Table 12) and RMSNorm.
     "mamba": ("mamba", {"mamba": {"d_state": 16}}, {"mlp_ratio": 0.0, "norm": "rmsnorm"}),
