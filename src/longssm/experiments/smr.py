@@ -78,7 +78,7 @@ class SMRExperimentConfig:
     """Language modelling: validation books."""
 
 
-QUICK = dict(seeds=(0,), steps=300, d_model=32, rates=(0.25, 1.0, 4.0), resolutions=(8, 16, 32), holds=(1, 4))
+QUICK = dict(seeds=(0,), steps=600, d_model=32, rates=(0.25, 1.0, 4.0), resolutions=(8, 16, 32), holds=(1, 4))
 
 
 def validate(cfg: SMRExperimentConfig) -> None:
