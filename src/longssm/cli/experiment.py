@@ -72,7 +72,7 @@ def add_smr(esub) -> None:
                     "rates (time steps scaled by 1/c) and under jittered sampling, and write OUT.json (merged "
                     "records; finished cells are skipped, so an interrupted run resumes), OUT.md and OUT.png.")
     q.add_argument("--quick", action="store_true",
-                   help="1 seed, 600 steps, width 32, c in {1/4, 1, 4} (about 30 minutes with --jobs 2)")
+                   help="1 seed, 600 steps, width 32, c in {1/4, 1, 4} (9 min 20 s with --jobs 2 on 2 cores)")
     q.add_argument("--tasks", nargs="+", help="sines digits listops lm (default: all)")
     q.add_argument("--cores", nargs="+", help="s4d s5 h3 mamba (default: all)")
     q.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2 (--quick: 0)")
