@@ -50,10 +50,10 @@ def findings(records) -> list[str]:
         t_off, t_on = (statistics.mean(cost.get((task, core, s), [float("nan")])) for s in (False, True))
         unit = "points" if metric == "accuracy" else "nats"
         lines.append(
-            f"- **{task} / {core}**: at c = 1, SMR changes {metric} by {deltas.get(('rate', 1.0), float('nan')):+.3f} "
-            f"{unit} (positive = better); away from the training rate it is better at {better} of {len(away)} points "
-            f"(mean change {statistics.mean(away.values()) if away else float('nan'):+.3f} {unit}); "
-            f"CPU time per training step {t_off:.0f} -> {t_on:.0f} ms ({t_on / t_off:.2f}x).")
+            f"- **{task} / {core}**: SMR's gain in {metric} (positive = SMR better) at c = 1: "
+            f"{deltas.get(('rate', 1.0), float('nan')):+.3f} {unit}; away from the training rate SMR is better at "
+            f"{better} of {len(away)} points (mean gain {statistics.mean(away.values()) if away else float('nan'):+.3f} "
+            f"{unit}); CPU time per training step {t_off:.0f} -> {t_on:.0f} ms ({t_on / t_off:.2f}x).")
     return lines
 
 
@@ -64,7 +64,7 @@ def report(records, header: str) -> str:
         metric = next(r["metric"] for r in records if r["task"] == task)
         digits = 1 if metric == "accuracy" else 3
         lines += [f"## {task} ({metric}{' %' if metric == 'accuracy' else ', nats/byte'})", "",
-                  "| core | sampling | c | without SMR | with SMR | change |", "|---|---|---:|---:|---:|---:|"]
+                  "| core | sampling | c | without SMR | with SMR | with - without |", "|---|---|---:|---:|---:|---:|"]
         for core in sorted({k[1] for k in g if k[0] == task}):
             for mode, c in sorted({(k[3], k[4]) for k in g if k[:2] == (task, core)}, key=lambda p: (p[0] != "rate", p[1])):
                 off, on = g.get((task, core, False, mode, c), []), g.get((task, core, True, mode, c), [])
