@@ -120,13 +120,6 @@ class _EpochBars:
             self.bars.pop(i).close()
 
 
-def _write(path: Path, text: str) -> None:
-    """After every cell, atomically: nothing is lost on an interrupt."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def _jobs(args, grid: dict, commit: str, base, configured: set) -> list[tuple]:
     """(task, model, seed, d_model, max_epochs, plateau, task options, commit, base config) per
     cell: the H3 tasks at each width; MQAR at each (sequence length, pairs) and width, with its own
@@ -167,6 +160,7 @@ def base_config(args):
 
 
 def run(args) -> int:
+    from longssm.experiments.records import write_atomic
     from longssm.experiments.synthetics import current_commit, load_records, merge_records, plot_mqar, report
 
     grid = dict(QUICK if args.quick else FULL)
@@ -185,8 +179,8 @@ def run(args) -> int:
                    f"{rec['test_accuracy']:.1f}% after {rec['epochs']} epochs ({rec['seconds']:.0f} s)")
         records = merge_records(records, [rec])
         out.parent.mkdir(parents=True, exist_ok=True)
-        _write(out, json.dumps(records, indent=1) + "\n")  # the records first: the table is derived
-        _write(out.with_suffix(".md"), report(records))
+        write_atomic(out, json.dumps(records, indent=1) + "\n")  # the records first: the table is derived
+        write_atomic(out.with_suffix(".md"), report(records))
 
     def plot():
         if any(r["task"] == "mqar" for r in records):  # once per run, from the merged records

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from longssm.experiments.records import write_atomic
 from longssm.experiments.length_extension_report import plot, report, stats_key, training_stats
 from longssm.models import model_config
 from longssm.models.presets import LENGTH_EXTENSION_MODELS as MODELS
@@ -209,7 +210,7 @@ def run_all(cfg: LengthExtensionConfig, out: Path, *, jobs: int = 1, progress=pr
                 write_rows(csv_path, rows)
                 run_dir = Path(cfg.runs_dir) / f"{r['model']}-T{r['train_len']}-{r['state_init']}"
                 stats[stats_key(r["model"], r["state_init"], r["train_len"])] = training_stats(run_dir / "metrics.jsonl")
-                _write_json(stats_path, stats)
+                write_atomic(stats_path, json.dumps(stats, indent=1, sort_keys=True) + "\n")
                 _write_outputs(rows, stats, cfg, out)
                 progress(f"[{k}/{len(todo)}] {r['model']} T={r['train_len']} {r['state_init']}: trained "
                          f"{r['train_tokens']:,} tokens in {r['train_seconds']:.0f} s, peak {r['peak_train_mb']:.0f} MB")
@@ -226,12 +227,6 @@ def stats_file(out: Path) -> Path:
 
 def read_stats(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
 
 
 def _write_outputs(rows, stats, cfg, out: Path) -> None:

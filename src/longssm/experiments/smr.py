@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from longssm.data import sampling
-from longssm.data.listops import PAD, VOCAB, make_split
+from longssm.data.listops import VOCAB, make_split
 from longssm.layers import configure
 from longssm.models import LanguageModel, SequenceClassifier, count_parameters, model_config
 from longssm.training.optim import adamw, lr_scale, optimizer_step, set_lr

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from longssm.experiments.records import read_records, write_atomic
 from longssm.experiments.smr import SMRExperimentConfig, Task, run_cell, validate
 
 
@@ -17,16 +18,7 @@ def cell_key(r: dict) -> tuple:
 
 
 def load_records(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    try:
-        records = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a JSON results file ({e}); move it away or pass another --out") from e
-    if not isinstance(records, list) or not all(isinstance(r, dict) and {"task", "core", "smr", "seed"} <= set(r)
-                                                for r in records):
-        raise ValueError(f"{path} is not a list of smr records; move it away or pass another --out")
-    return records
+    return read_records(path, {"task", "core", "smr", "seed"}, "smr")
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
@@ -34,12 +26,6 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
     done = {cell_key(r) for r in new}
     kept = [r for r in old if cell_key(r) not in done]
     return sorted(kept + new, key=lambda r: (r["task"], r["core"], r["smr"], r["seed"], r["mode"], r["c"]))
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 _TASKS: dict[str, Task] = {}
@@ -78,7 +64,7 @@ def run_grid(cfg: SMRExperimentConfig, out: Path, *, jobs: int = 1, commit: str 
                    f"{r['metric']} {at1:.3f} at c=1, {r['cpu_ms_per_step']:.0f} CPU ms/step")
         records = merge(records, new)
         out.parent.mkdir(parents=True, exist_ok=True)
-        _write(out, json.dumps(records, indent=1) + "\n")
+        write_atomic(out, json.dumps(records, indent=1) + "\n")
         if on_records:
             on_records(records)
         bar.update()

@@ -13,17 +13,16 @@ says why a cell stopped: ``solved``, ``plateau`` or ``max_epochs``.
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from longssm.data.synthetic import TRAIN_EXAMPLES, TaskData
+from longssm.experiments.records import read_records
 from longssm.models import LanguageModel, ModelConfig, model_config as build_model_config
 from longssm.models.presets import SYNTHETIC_MODELS as MODELS
 from longssm.training.optim import adamw, lr_scale, optimizer_step, set_lr
@@ -161,16 +160,7 @@ def load_records(path) -> list[dict]:
     """The records of a results file (none if it does not exist). Records written before
     ``train_examples`` was recorded all trained on the tasks' 5,000 examples. A file that is not a
     list of records is an error naming it, raised before any training starts."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    try:
-        records = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a JSON results file ({e}); move it away or pass another --out") from e
-    if not isinstance(records, list) or not all(isinstance(r, dict) and {"task", "model", "seed"} <= set(r)
-                                                for r in records):
-        raise ValueError(f"{path} is not a list of synthetics records; move it away or pass another --out")
+    records = read_records(path, {"task", "model", "seed"}, "synthetics")
     for r in records:
         r.setdefault("train_examples", TRAIN_EXAMPLES)
     return records
