@@ -10,22 +10,32 @@ import torch
 from longssm.configs import apply_overrides, load_toml
 
 
-def run_config(args):
-    from longssm.training.config import resolve
-
+def _requested(args) -> dict:
     raw = load_toml(args.config) if args.config else {}
     if getattr(args, "preset", None):
         raw.setdefault("model", {})["preset"] = args.preset
-    return resolve(apply_overrides(raw, args.set or []))
+    return apply_overrides(raw, args.set or [])
+
+
+def run_config(args):
+    """The run to train: from --config / --preset / --set; with ``--resume RUN_DIR``, the run
+    recorded there, changed only where a resumed run may change (``resume_config``)."""
+    from longssm.models import checkpoint as ckpt
+    from longssm.training.config import resolve, resume_config
+
+    if isinstance(args.resume, str):
+        record = ckpt.read_record(ckpt.find_checkpoint(args.resume))
+        return resume_config(record["config"], _requested(args), args.resume)
+    return resolve(_requested(args))
 
 
 def cmd_train(args) -> int:
     from longssm.training.loop import train
 
     cfg = run_config(args)
-    metrics = train(cfg, resume=args.resume, progress=not args.no_progress)
+    metrics = train(cfg, resume=bool(args.resume), overwrite=args.overwrite, progress=not args.no_progress)
     print(json.dumps(metrics))
-    return 0
+    return 130 if metrics.get("interrupted") else 0
 
 
 def cmd_eval(args) -> int:
@@ -89,9 +99,22 @@ def cmd_data_prepare(args) -> int:
     from longssm.data import read_documents, write_shard
     from longssm.data.prepare import make_tokenizer
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a folder for the shard")
+    ours = ("tokens.bin", "doc_starts.npy", "manifest.json", "tokenizer.json")
+    present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if present and not args.overwrite:
+        raise ValueError(f"--out {out} is not empty ({', '.join(present[:4])}{', ...' if len(present) > 4 else ''}); "
+                         f"pass --overwrite to replace a shard there, or choose an empty folder")
+    others = [n for n in present if n not in ours]
+    if others:
+        raise ValueError(f"--out {out} holds files that are not a shard's ({', '.join(others[:4])}); "
+                         f"--overwrite only replaces a shard: choose another folder")
     docs = list(read_documents(args.source))
     tokenizer = make_tokenizer(args.tokenizer, docs, args.bpe_vocab_size)
-    out = Path(args.out)
+    for name in present:  # the previous shard, a stale tokenizer.json included
+        (out / name).unlink()
     manifest = write_shard(docs, tokenizer, out)
     if hasattr(tokenizer, "save"):
         tokenizer.save(str(out / "tokenizer.json"))

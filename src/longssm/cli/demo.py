@@ -33,13 +33,13 @@ def demo(out_dir: str, minutes: float, overrides: list[str]) -> int:
     probe = dataclasses.replace(cfg.train, steps=15, max_minutes=0.0, out_dir=f"{out_dir}/probe",
                                 checkpoint_every=10_000)
     t0 = time.time()
-    train(dataclasses.replace(cfg, train=probe), progress=False, log=lambda *_: None)
+    train(dataclasses.replace(cfg, train=probe), overwrite=True, progress=False, log=lambda *_: None)
     per_step = (time.time() - t0) / probe.steps
     steps = max(50, int(minutes * 60 / per_step * 0.9))
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
     print(f"training tiny-hybrid for {steps} steps (~{minutes:g} minutes) on the embedded corpus "
           f"(documentation of Python's standard library, byte tokens)")
-    metrics = train(cfg)
+    metrics = train(cfg, overwrite=True)  # the demo replaces its previous run in out_dir
     shutil.rmtree(f"{out_dir}/probe", ignore_errors=True)
     model, tokenizer, record, _ = load_model(out_dir)
     train_shard, valid_shard = prepare_splits(cfg.data, cfg.data.cache_dir, log=lambda *_: None)

@@ -63,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a language model from a run file and/or presets and overrides. "
                                    "Under torchrun, each process trains on its own rows (DDP).")
     _add_run_options(p)
-    p.add_argument("--resume", action="store_true", help="continue exactly from the newest checkpoint in train.out_dir")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue exactly from the newest checkpoint: of RUN_DIR, whose recorded config is used "
+                        "(--set may change only steps and logging/evaluation/checkpoint cadence), or of "
+                        "train.out_dir without RUN_DIR")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in train.out_dir (its checkpoints and metrics; prepared data kept)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=lambda a: _commands().cmd_train(a))
 
@@ -100,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True)
     q.add_argument("--tokenizer", default="byte", help="byte, bpe, or a tokenizer.json path")
     q.add_argument("--bpe-vocab-size", type=int, default=8192)
+    q.add_argument("--overwrite", action="store_true", help="replace the shard already in --out")
     q.set_defaults(func=lambda a: _commands().cmd_data_prepare(a))
 
     p = sub.add_parser("presets", help="list model presets with parameter counts")

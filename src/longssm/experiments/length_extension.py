@@ -128,7 +128,7 @@ def run_one(cfg: LengthExtensionConfig, model_name: str, T: int, init: str) -> l
     run = resolve(run_config(cfg, model_name, T, init))
     base = _memory_mb("VmRSS")
     t0 = time.time()
-    train(run, resume=True, progress=False, log=lambda *_: None)
+    train(run, resume="auto", progress=False, log=lambda *_: None)
     seconds, peak = time.time() - t0, _memory_mb("VmHWM")
     model, _, record, _ = load_model(run.train.out_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"

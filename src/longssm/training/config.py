@@ -6,6 +6,8 @@ and errors name the offending key and what was allowed.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -121,10 +123,57 @@ class RunConfig:
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        import dataclasses
-
         return {"model": dict(self.model), "data": dataclasses.asdict(self.data),
                 "train": dataclasses.asdict(self.train)}
+
+
+def with_absolute_paths(run: RunConfig) -> RunConfig:
+    """The same run with its file paths absolute (data sources, cache and run folder), so its
+    records work from any folder (``embedded`` and ``hf:`` sources are not paths)."""
+    absolute = lambda p: p if (not p or p == "embedded" or p.startswith("hf:")) else os.path.abspath(p)
+    data = dataclasses.replace(run.data, train=tuple(map(absolute, run.data.train)),
+                               valid=tuple(map(absolute, run.data.valid)), cache_dir=absolute(run.data.cache_dir))
+    return dataclasses.replace(run, data=data, train=dataclasses.replace(run.train, out_dir=absolute(run.train.out_dir)))
+
+
+#: Keys that may change when a run is resumed: they extend it or change what it reports and when,
+#: not what it computes. Any other difference from the recorded run is refused.
+SAFE_ON_RESUME = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
+                  "train.checkpoint_every", "train.keep_checkpoints", "train.max_minutes", "train.device",
+                  "train.out_dir")
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and not (prefix == "model." and k == "mixer_options"):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_config(recorded: Mapping[str, Any], requested: Mapping[str, Any], run_dir: str) -> RunConfig:
+    """The run recorded in a checkpoint, continued in ``run_dir``, with the ``requested`` changes
+    (a nested dict from --config / --set) that :data:`SAFE_ON_RESUME` allows; any other change is
+    an error naming the keys (another corpus, model, tokenizer, seed, batch or schedule would make
+    the resumed steps a different run)."""
+    merged = _deep_merge(recorded, requested)
+    merged.setdefault("train", {})["out_dir"] = str(run_dir)
+    old, new = _flat(resolve(recorded).to_dict()), _flat(resolve(merged).to_dict())
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in SAFE_ON_RESUME)
+    if changed:
+        raise ValueError(f"--resume: {', '.join(changed)} differ from the recorded run in {run_dir}; a resumed run "
+                         f"can only change {', '.join(k for k in SAFE_ON_RESUME if k != 'train.out_dir')} "
+                         f"(start a new run for the rest)")
+    return resolve(merged)
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    for k, v in over.items():
+        out[k] = _deep_merge(out.get(k, {}), v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
 
 
 def resolve(raw: Mapping[str, Any]) -> RunConfig:

@@ -12,6 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +31,7 @@ from longssm.evaluation.perplexity import evaluate
 from longssm.models import LanguageModel, count_parameters
 from longssm.models import checkpoint as ckpt
 from longssm.models.state import carry, load_state_tensors, noise_state, reset_rows, state_tensors, to_device
-from longssm.training.config import RunConfig
+from longssm.training.config import RunConfig, with_absolute_paths
 from longssm.training.distributed import Distributed
 from longssm.training.optim import adamw, lr_scale, optimizer_step, param_groups, set_lr
 
@@ -62,17 +66,42 @@ class Session:
     tokenizer: Any
     micro: int  # rows per micro-batch
     net: Any = None  # the model as trained: itself, or wrapped by DDP (set by run_steps)
+    elapsed0: float = 0.0  # wall seconds trained before a resume
 
 
-def train(run: RunConfig, *, resume: bool = False, progress: bool = True, log=print) -> dict:
-    """Train as configured; returns the final metrics. ``resume`` continues from the newest
-    checkpoint in ``train.out_dir`` (exactly: same data, RNG, optimizer and carried states)."""
+def train(run: RunConfig, *, resume: bool | str = False, overwrite: bool = False, progress: bool = True,
+          log=print) -> dict:
+    """Train as configured; returns the final metrics (with ``"interrupted": True`` when SIGINT or
+    SIGTERM stopped it after saving a checkpoint).
+
+    ``resume=True`` continues from the newest checkpoint in ``train.out_dir`` (exactly: same data,
+    RNG, optimizer and carried states) and is an error where there is none; ``resume="auto"``
+    continues if there is one and starts otherwise. A folder that already holds a run is never
+    written over without ``resume`` or ``overwrite`` (which first removes its checkpoints and
+    metrics, not its prepared data)."""
+    run = with_absolute_paths(run)
+    check_run_dir(Path(run.train.out_dir), resume, overwrite)
     s = setup(run, log)
     start, states = restore(s, log) if resume else (0, [None] * run.train.accumulate)
     try:
         return run_steps(s, start, states, progress, log)
     finally:
         s.dist.close()
+
+
+def check_run_dir(out: Path, resume: bool | str, overwrite: bool) -> None:
+    has_checkpoint = (out / "checkpoints" / "latest").exists()
+    if resume is True and not has_checkpoint:
+        raise ValueError(f"--resume: {out} holds no checkpoint to continue from")
+    if resume:
+        return
+    traces = [n for n in ("checkpoints", "metrics.jsonl") if (out / n).exists()]
+    if traces and not overwrite:
+        raise ValueError(f"{out} already holds a run ({', '.join(traces)}); pass --resume to continue it or "
+                         f"--overwrite to replace it")
+    if traces and Distributed.from_env().rank == 0:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def setup(run: RunConfig, log=print) -> Session:
@@ -116,8 +145,22 @@ def restore(s: Session, log=print) -> tuple[int, list]:
     states = [None if t is None else to_device(load_state_tensors(template, _fields(t), f"{path}/state.pt"), s.device)
               for t in extra["states"]]
     if s.dist.rank == 0:
+        _cut_metrics(s.out / "metrics.jsonl", record["step"])
         log(f"resumed from {path} at step {record['step']}")
+    s.elapsed0 = float(record.get("metrics", {}).get("elapsed_s", 0.0))
     return record["step"], states
+
+
+def _cut_metrics(path: Path, step: int) -> None:
+    """Drop the lines logged after the checkpoint a run resumes from, so every step appears once."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(ln + "\n" for ln in kept))
+        tmp.replace(path)
 
 
 def _load_optimizer(s: Session, saved: dict, legacy: bool) -> None:
@@ -169,44 +212,87 @@ def run_steps(s: Session, start: int, states: list, progress: bool, log) -> dict
     if dist.rank == 0:
         s.out.mkdir(parents=True, exist_ok=True)
         log(f"model: {count_parameters(model):,} parameters, mixers {model.config.mixers}; "
-            f"{cfg.global_batch} x {cfg.seq_len} tokens per step, state_init={cfg.state_init}")
+            f"{cfg.global_batch} x {cfg.seq_len} tokens per step, state_init={cfg.state_init}; run folder {s.out}")
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress or dist.rank != 0, unit="step", dynamic_ncols=True)
     say = bar.write if progress else dist.log(log)  # messages that do not break the bar
-    t_start, t_last, step_last, last = time.time(), time.time(), start, {}
-    for step in range(start, cfg.steps):
-        loss_value = train_step(s, step, states)
-        if not math.isfinite(loss_value):
-            raise NaNLossError(f"step {step}: loss is {loss_value}; stopped. The last good checkpoint "
-                               f"in {s.out / 'checkpoints'} is untouched (lower train.lr or check the data).")
-        grad_norm = optimizer_step(model, s.optimizer, cfg.grad_clip)
-        done = step + 1
-        bar.update(1)
-        now = time.time()
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            tok_s = (done - step_last) * cfg.global_batch * cfg.seq_len / max(now - t_last, 1e-9)
+    t_start, t_last, step_last, last = time.time() - s.elapsed0, time.time(), start, {}  # t_start: continues after a resume
+    with StopRequests() as stop:
+        for step in range(start, cfg.steps):
+            loss_value = train_step(s, step, states)
+            if not math.isfinite(loss_value):
+                raise NaNLossError(f"step {step}: loss is {loss_value}; stopped. The last good checkpoint "
+                                   f"in {s.out / 'checkpoints'} is untouched (lower train.lr or check the data).")
+            grad_norm = optimizer_step(model, s.optimizer, cfg.grad_clip)
+            done = step + 1
+            bar.update(1)
+            now = time.time()
+            # this step's numbers (the summary and a checkpoint's record never name an older step's loss)
             last = {"step": done, "loss": loss_value, "lr": s.optimizer.param_groups[0]["lr"],
-                    "grad_norm": grad_norm, "tokens_per_s": tok_s, "elapsed_s": now - t_start}
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{last['lr']:.2e}", tok_s=f"{tok_s:,.0f}")
-            t_last, step_last = now, done
-            if dist.rank == 0:
-                with open(metrics_file, "a") as f:
-                    f.write(json.dumps(last) + "\n")
-        out_of_time = cfg.max_minutes and (now - t_start) / 60 >= cfg.max_minutes
-        if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps or out_of_time:
-            ev = evaluate(model, s.valid_tokens, cfg.seq_len, "zero", batch=max(1, s.micro),
-                          max_tokens=cfg.eval_batches * max(1, s.micro) * cfg.seq_len, device=s.device)
-            last = {**last, "step": done, "val_loss": ev["loss"], "val_ppl": ev["perplexity"]}
-            if dist.rank == 0:
-                with open(metrics_file, "a") as f:
-                    f.write(json.dumps({"step": done, "val_loss": ev["loss"]}) + "\n")
-                say(f"step {done}: val loss {ev['loss']:.4f} (ppl {ev['perplexity']:.2f})")
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_time:
-            _save(s, done, states, last)
-        if out_of_time:
-            say(f"stopping after {cfg.max_minutes} minutes at step {done}")
-            break
+                    "grad_norm": grad_norm, "elapsed_s": now - t_start}
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                tok_s = (done - step_last) * cfg.global_batch * cfg.seq_len / max(now - t_last, 1e-9)
+                last["tokens_per_s"] = tok_s
+                bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{last['lr']:.2e}", tok_s=f"{tok_s:,.0f}")
+                t_last, step_last = now, done
+                if dist.rank == 0:
+                    with open(metrics_file, "a") as f:
+                        f.write(json.dumps(last) + "\n")
+            out_of_time = cfg.max_minutes and (now - t_start) / 60 >= cfg.max_minutes
+            if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps or out_of_time:
+                ev = evaluate(model, s.valid_tokens, cfg.seq_len, "zero", batch=max(1, s.micro),
+                              max_tokens=cfg.eval_batches * max(1, s.micro) * cfg.seq_len, device=s.device)
+                last.update(val_loss=ev["loss"], val_ppl=ev["perplexity"])
+                if dist.rank == 0:
+                    with open(metrics_file, "a") as f:
+                        f.write(json.dumps({"step": done, "val_loss": ev["loss"]}) + "\n")
+                    say(f"step {done}: val loss {ev['loss']:.4f} (ppl {ev['perplexity']:.2f})")
+            interrupted = stop.requested(dist)
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps or out_of_time or interrupted:
+                _save(s, done, states, last)
+            if interrupted:
+                if dist.rank == 0:  # one line on stderr, where a scheduler's log keeps it
+                    tqdm.write(f"{stop.name}: saved a checkpoint at step {done} in {s.out / 'checkpoints'}; "
+                               f"continue with: longssm train --resume {s.out}", file=sys.stderr)
+                last = {**last, "interrupted": True}
+                break
+            if out_of_time:
+                say(f"stopping after {cfg.max_minutes} minutes at step {done}")
+                break
     bar.close()
     return last
+
+
+class StopRequests:
+    """SIGINT / SIGTERM ask the loop to stop after the current step (with a checkpoint); a second
+    SIGINT stops at once (KeyboardInterrupt). Handlers are only installed in the main thread."""
+
+    def __init__(self):
+        self.name, self._old = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.name = signal.Signals(signum).name
+        if signum == signal.SIGINT:  # the next Ctrl-C is not caught
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def requested(self, dist) -> bool:
+        """Whether any process was asked to stop (all processes agree, so all save)."""
+        flag = torch.tensor(float(self.name is not None))
+        if dist.world > 1:
+            flag = dist.mean(flag) * dist.world
+        if flag.item() and self.name is None:
+            self.name = "stop"
+        return bool(flag.item())
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
 
 
 def _initial_state(s: Session, carried, reset, step: int, j: int):

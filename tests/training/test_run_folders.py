@@ -1,0 +1,126 @@
+"""Runs that lose nothing: a run folder is never written over by accident, resume needs only the
+run folder and refuses changes that would make it another run, metrics list every step once after
+a resume, and SIGINT / SIGTERM stop with a checkpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from longssm.cli.main import main
+from longssm.models import checkpoint as ckpt
+from longssm.training.loop import train
+from conftest import corpus
+from test_training import config, losses
+
+QUIET = dict(progress=False, log=lambda *_: None)
+
+
+def steps_logged(out):
+    return [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_a_run_folder_is_never_written_over_by_accident(tmp_path):
+    out = tmp_path / "run"
+    train(config(tmp_path, out, steps=2), **QUIET)
+    with pytest.raises(ValueError, match="already holds a run .*pass --resume to continue it or --overwrite"):
+        train(config(tmp_path, out, steps=2), **QUIET)
+    train(config(tmp_path, out, steps=3), overwrite=True, **QUIET)
+    assert steps_logged(out) == [1, 2, 3]  # the first run's lines are gone, not mixed in
+    with pytest.raises(ValueError, match="holds no checkpoint to continue from"):
+        train(config(tmp_path, tmp_path / "empty", steps=2), resume=True, **QUIET)
+
+
+def test_metrics_are_cut_back_to_the_checkpoint_a_run_resumes_from(tmp_path):
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    train(config(tmp_path, straight), **QUIET)
+    train(config(tmp_path, crashed), **QUIET)
+    # as if the process died after logging steps 4-6 but before the step-6 checkpoint
+    root = crashed / "checkpoints"
+    for p in root.glob("step_0000006"):
+        import shutil
+
+        shutil.rmtree(p)
+    (root / "latest").write_text("step_0000003\n")
+    train(config(tmp_path, crashed), resume=True, **QUIET)
+    assert steps_logged(crashed) == [1, 2, 3, 4, 5, 6]
+    assert losses(crashed) == pytest.approx(losses(straight), abs=1e-6)
+
+
+def test_resume_from_the_run_folder_alone(tmp_path, capsys):
+    cfg = tmp_path / "run.toml"
+    d = corpus(tmp_path)
+    out = tmp_path / "run"
+    cfg.write_text(f"""[model]
+n_layer = 1
+d_model = 16
+mixers = ["h3"]
+mixer_options = {{ h3 = {{ d_state = 4, shift_state = 4 }} }}
+[data]
+train = ["{d}/doc*.txt"]
+valid = ["{d}/valid.txt"]
+[train]
+steps = 2
+batch_size = 2
+seq_len = 16
+eval_every = 0
+eval_batches = 1
+log_every = 1
+out_dir = "{out}"
+""")
+    assert main(["train", "--config", str(cfg), "--no-progress"]) == 0
+    os.chdir(tmp_path / "corpus")  # another folder: the record's paths are absolute
+    assert main(["train", "--resume", str(out), "--set", "train.steps=4", "--no-progress"]) == 0
+    assert steps_logged(out) == [1, 2, 3, 4]
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--set", "train.lr=0.1", "--set", "train.seq_len=32"]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr, train.seq_len differ from the recorded run" in err and "Traceback" not in err
+    assert ckpt.read_record(ckpt.find_checkpoint(out))["step"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_training_with_a_checkpoint(tmp_path, sig):
+    d = corpus(tmp_path)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "longssm.cli.main", "train", "--no-progress",
+           "--set", "model.n_layer=1", "--set", "model.d_model=16", "--set", 'model.mixers=["h3"]',
+           "--set", "model.mixer_options.h3.d_state=4", "--set", "model.mixer_options.h3.shift_state=4",
+           "--set", f'data.train=["{d}/doc*.txt"]', "--set", f'data.valid=["{d}/valid.txt"]',
+           "--set", "train.steps=100000", "--set", "train.batch_size=2", "--set", "train.seq_len=16",
+           "--set", "train.eval_every=0", "--set", "train.log_every=1", "--set", "train.checkpoint_every=100000",
+           "--set", f'train.out_dir="{out}"']
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() or len(steps_logged(out)) < 3:
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "slow"
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"{sig.name}: saved a checkpoint at step" in err and "Traceback" not in err
+    path = ckpt.find_checkpoint(out)
+    record = ckpt.read_record(path)
+    ckpt.verify(path, record)
+    assert record["step"] == steps_logged(out)[-1] and record["metrics"]["step"] == record["step"]
+
+
+def test_data_prepare_never_overwrites_a_folder_by_accident(tmp_path, capsys):
+    d = corpus(tmp_path)
+    out = tmp_path / "shard"
+    assert main(["data", "prepare", str(d / "doc0.txt"), "--out", str(out), "--tokenizer", "bpe",
+                 "--bpe-vocab-size", "300"]) == 0
+    assert (out / "tokenizer.json").exists()
+    capsys.readouterr()
+    assert main(["data", "prepare", str(d / "doc1.txt"), "--out", str(out)]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert main(["data", "prepare", str(d / "doc1.txt"), "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "tokenizer.json").exists()  # the byte shard leaves no stale BPE tokenizer behind
+    (out / "notes.txt").write_text("mine")
+    assert main(["data", "prepare", str(d / "doc1.txt"), "--out", str(out), "--overwrite"]) == 2
+    assert "not a shard's (notes.txt)" in capsys.readouterr().err and (out / "notes.txt").exists()
