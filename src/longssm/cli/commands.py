@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from longssm.configs import apply_overrides, load_toml
@@ -38,19 +39,41 @@ def cmd_train(args) -> int:
     return 130 if metrics.get("interrupted") else 0
 
 
-def cmd_eval(args) -> int:
-    from longssm.data import Shard, read_documents, write_shard
-    from longssm.evaluation.perplexity import evaluate
+def _positive(**values) -> None:
+    for name, v in values.items():
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
 
+
+def _eval_tokens(paths, tokenizer, tokenizer_hash):
+    """Tokens of --data: a prepared shard folder (its manifest's tokenizer must be the model's)
+    or text sources, tokenised in a temporary folder that is removed afterwards."""
+    import tempfile
+
+    from longssm.data import Shard, read_documents, write_shard
+
+    if len(paths) == 1 and (Path(paths[0]) / "manifest.json").exists():
+        shard = Shard.load(paths[0])
+        if shard.manifest["tokenizer_hash"] != tokenizer_hash:
+            raise ValueError(f"--data {paths[0]} was tokenised with tokenizer {shard.manifest['tokenizer_hash']}, "
+                             f"the model with {tokenizer_hash}: prepare it again with the model's tokenizer")
+        return shard.tokens
+    with tempfile.TemporaryDirectory(prefix="longssm-eval-") as tmp:
+        write_shard(read_documents(paths), tokenizer, tmp)
+        return np.array(Shard.load(tmp).tokens)  # a copy: the memory map goes with the folder
+
+
+def cmd_eval(args) -> int:
+    from longssm.data import tokenizer_hash
+    from longssm.evaluation.perplexity import evaluate
     from longssm.models import load_model
 
+    _positive(lengths=min(args.lengths), batch=args.batch, max_tokens=args.max_tokens)
+    if args.out and Path(args.out).exists():
+        raise ValueError(f"--out {args.out} exists; choose another path (results are never written over)")
     model, tokenizer, record, _ = load_model(args.checkpoint)
     if args.data:
-        import tempfile
-
-        tmp = tempfile.mkdtemp(prefix="longssm-eval-")
-        write_shard(read_documents(args.data), tokenizer, tmp)
-        tokens = Shard.load(tmp).tokens
+        tokens = _eval_tokens(args.data, tokenizer, tokenizer_hash(tokenizer))
     else:
         from longssm.data.prepare import prepare_splits
         from longssm.training.config import resolve
@@ -69,29 +92,35 @@ def cmd_eval(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from longssm.models import generate
+    from longssm.models import generate, load_model
 
-    from longssm.models import load_model
-
+    _positive(max_new_tokens=args.max_new_tokens, top_k=args.top_k)
     model, tokenizer, _, _ = load_model(args.checkpoint)
     ids = tokenizer.encode(args.prompt)
     if not ids:
-        raise SystemExit("the prompt is empty after tokenisation; give at least one character")
+        raise ValueError("--prompt is empty after tokenisation; give at least one character")
     g = torch.Generator().manual_seed(args.seed)
     print(args.prompt, end="", flush=True)
-    pending: list[int] = []
+    stops = [s for s in (args.stop or []) if s]
+    new_ids: list[int] = []
+    shown = 0  # characters of the continuation printed so far
 
-    def stream(tok):  # print as soon as the pending ids decode to complete characters
-        pending.append(int(tok[0]))
-        text = tokenizer.decode(pending)
-        if "\ufffd" not in text or len(pending) > 8:
-            print(text, end="", flush=True)
-            pending.clear()
+    def stream(tok) -> bool:
+        """Print what has decoded to complete characters; True (stop) once the text holds a stop
+        string, printed up to and including its first occurrence."""
+        nonlocal shown
+        new_ids.append(int(tok[0]))
+        text = tokenizer.decode(new_ids)
+        cut = min((text.find(s) + len(s) for s in stops if s in text), default=None)
+        end = cut if cut is not None else len(text.rstrip("\ufffd"))  # hold back an incomplete character
+        print(text[shown:end], end="", flush=True)
+        shown = max(shown, end)
+        return cut is not None
 
-    stops = [tokenizer.encode(s)[0] for s in args.stop] if args.stop else []
     generate(model, torch.tensor([ids]), args.max_new_tokens, temperature=args.temperature,
-             top_k=args.top_k, top_p=args.top_p, stop_tokens=stops, generator=g, on_token=stream)
-    print(tokenizer.decode(pending))
+             top_k=args.top_k, top_p=args.top_p, generator=g, on_token=stream)
+    text = tokenizer.decode(new_ids)
+    print("" if any(s in text for s in stops) else text[shown:])
     return 0
 
 
@@ -140,9 +169,11 @@ def cmd_info(args) -> int:
     from longssm.models import count_parameters, load_model
 
     model, tokenizer, record, folder = load_model(args.checkpoint)
-    print(f"checkpoint {folder}\nstep {record['step']}  parameters {count_parameters(model):,}  "
-          f"vocab {tokenizer.vocab_size}\nmetrics {json.dumps(record.get('metrics', {}))}")
+    cfg = model.config
+    kind = json.loads(tokenizer.to_json())["type"]
+    print(f"checkpoint {folder}\nstep {record['step']}  parameters {count_parameters(model):,}\n"
+          f"architecture {cfg.n_layer} layers x d_model {cfg.d_model}, mixers {', '.join(cfg.mixers)}, "
+          f"MLP {cfg.mlp_ratio:g}x, {cfg.norm}\ntokenizer {kind} (vocab {tokenizer.vocab_size})\n"
+          f"metrics {json.dumps(record.get('metrics', {}))}")
     print("config " + json.dumps(record["config"], indent=1))
     return 0
-
-

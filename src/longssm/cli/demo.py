@@ -17,6 +17,8 @@ from longssm.configs import apply_overrides
 
 
 def demo(out_dir: str, minutes: float, overrides: list[str]) -> int:
+    if not minutes > 0:
+        raise ValueError(f"--minutes must be > 0, got {minutes}")
     from longssm.data.prepare import prepare_splits
     from longssm.evaluation.perplexity import evaluate, unigram_loss
     from longssm.models import generate, load_model

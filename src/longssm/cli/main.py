@@ -17,7 +17,7 @@ def _bench(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("warmup", args.warmup), ("repeats", args.repeats)) if v is not None}
     cfg = BenchConfig(**{**cfg.__dict__, **overrides})
     if cfg.warmup < 1 or cfg.repeats < 1:
-        raise SystemExit("--warmup and --repeats must be >= 1")
+        raise ValueError("--warmup and --repeats must be >= 1")
     run(cfg, Path(args.out), progress=lambda line: print(line, flush=True))
     print(f"wrote {args.out}")
     return 0
@@ -147,9 +147,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, CheckpointError, ImportError) as e:
+    except (ValueError, TypeError, OSError, CheckpointError, ImportError) as e:
         print(f"longssm: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("longssm: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -82,6 +82,11 @@ QUICK = dict(seeds=(0,), steps=600, d_model=32, rates=(0.25, 1.0, 4.0), resoluti
 
 
 def validate(cfg: SMRExperimentConfig) -> None:
+    for name in ("steps", "batch_size", "d_model", "n_layer", "d_state", "smr_kernel", "lm_len", "lm_eval_windows"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"smr.{name} must be >= 1, got {getattr(cfg, name)}")
+    if not cfg.seeds:
+        raise ValueError("smr.seeds is empty")
     for name, values, allowed in (("tasks", cfg.tasks, TASKS), ("cores", cfg.cores, tuple(CORES))):
         bad = sorted(set(values) - set(allowed))
         if bad:

@@ -44,11 +44,12 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 def generate(model: LanguageModel, input_ids: torch.Tensor, max_new_tokens: int, *,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              stop_tokens: Sequence[int] = (), generator: torch.Generator | None = None,
-             return_scores: bool = False, on_token: Callable[[torch.Tensor], None] | None = None) -> Generation:
+             return_scores: bool = False, on_token: Callable[[torch.Tensor], bool | None] | None = None) -> Generation:
     """Continue each prompt row of ``input_ids`` (batch, prompt_len) by up to max_new_tokens.
 
     Stops early once every row has emitted one of ``stop_tokens``; ``on_token`` receives each new
-    (batch,) tensor of ids as it is drawn (for streaming output).
+    (batch,) tensor of ids as it is drawn (for streaming output) and stops generation by returning
+    True (e.g. when the decoded text reaches a stop string).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -67,9 +68,8 @@ def generate(model: LanguageModel, input_ids: torch.Tensor, max_new_tokens: int,
         last_stop = torch.where(is_stop, tok, last_stop)
         finished |= is_stop
         tokens.append(tok)
-        if on_token is not None:
-            on_token(tok)
-        if bool(finished.all()) or i == max_new_tokens - 1:
+        wants_stop = on_token is not None and bool(on_token(tok))
+        if wants_stop or bool(finished.all()) or i == max_new_tokens - 1:
             break
         next_logits, state = model.step(tok, state)
     return Generation(torch.stack(tokens, 1), torch.stack(scores, 1) if return_scores else None, finished)

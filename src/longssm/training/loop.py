@@ -41,6 +41,8 @@ class NaNLossError(RuntimeError):
 
 
 def _device(cfg) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device = 'cuda', but this PyTorch sees no CUDA device; use 'cpu' or 'auto'")
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
