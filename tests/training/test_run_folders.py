@@ -124,3 +124,23 @@ def test_data_prepare_never_overwrites_a_folder_by_accident(tmp_path, capsys):
     (out / "notes.txt").write_text("mine")
     assert main(["data", "prepare", str(d / "doc1.txt"), "--out", str(out), "--overwrite"]) == 2
     assert "not a shard's (notes.txt)" in capsys.readouterr().err and (out / "notes.txt").exists()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_corrupted_newest_checkpoint_falls_back_to_the_newest_verified(tmp_path, damage):
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    train(config(tmp_path, straight, checkpoint_every=1), **QUIET)
+    train(config(tmp_path, run, checkpoint_every=1, steps=4), **QUIET)
+    weights = run / "checkpoints" / "step_0000004" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        data = data[: len(data) // 2]
+    weights.write_bytes(bytes(data))
+    said = []
+    train(config(tmp_path, run, checkpoint_every=1), resume=True, progress=False, log=said.append)
+    assert any("skipping checkpoint step_0000004" in m for m in said)
+    assert any("resuming from step_0000003, the newest checkpoint that verifies" in m for m in said)
+    assert steps_logged(run) == [1, 2, 3, 4, 5, 6]
+    assert losses(run) == pytest.approx(losses(straight), abs=1e-6)

@@ -41,6 +41,8 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, opti
     """Write ``run_dir/checkpoints/step_{step}`` atomically and point ``latest`` at it."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp-*"):  # a write that a killed process left half done
+        shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step_{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
@@ -74,6 +76,24 @@ def find_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"{path}: no checkpoint here (expected record.json or a 'latest' pointer)")
 
 
+def newest_verified(run_dir: str | Path, log=print) -> Path:
+    """The checkpoint ``latest`` names if it verifies; otherwise the newest one that does (saying
+    so). A checkpoint whose files are missing, truncated or altered is never loaded."""
+    root = Path(run_dir) / "checkpoints"
+    latest = find_checkpoint(run_dir)
+    candidates = [latest] + sorted((p for p in root.glob("step_*") if p != latest), reverse=True)
+    for path in candidates:
+        try:
+            verify(path, read_record(path))
+        except CheckpointError as e:
+            log(f"skipping checkpoint {path.name}: {e}")
+            continue
+        if path != latest:
+            log(f"resuming from {path.name}, the newest checkpoint that verifies")
+        return path
+    raise CheckpointError(f"{root}: no checkpoint verifies ({', '.join(p.name for p in candidates)})")
+
+
 def read_record(ckpt: Path) -> dict:
     try:
         return json.loads((ckpt / "record.json").read_text())
@@ -84,6 +104,8 @@ def read_record(ckpt: Path) -> dict:
 
 
 def verify(ckpt: Path, record: dict, files=FILES) -> None:
+    if not isinstance(record.get("sha256"), dict):
+        raise CheckpointError(f"{ckpt / 'record.json'}: has no checksums")
     for name in files:
         path = ckpt / name
         if not path.exists():

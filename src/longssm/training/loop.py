@@ -136,9 +136,8 @@ def restore(s: Session, log=print) -> tuple[int, list]:
     loaded; (0, no states) when the run has none yet."""
     if not (s.out / "checkpoints" / "latest").exists():
         return 0, [None] * s.run.train.accumulate
-    path = ckpt.find_checkpoint(s.out)
+    path = ckpt.newest_verified(s.out, log=s.dist.log(log))
     record = ckpt.read_record(path)
-    ckpt.verify(path, record)
     ckpt.load_weights(path, s.model)
     _load_optimizer(s, ckpt.load_extra(path, "optimizer.pt"), legacy=record.get("format", 1) < ckpt.FORMAT)
     extra = ckpt.load_extra(path, "state.pt")[s.dist.rank]
@@ -158,7 +157,7 @@ def _cut_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     lines = path.read_text().splitlines()
-    kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
+    kept = [ln for ln in lines if _step_of(ln) <= step]
     if len(kept) != len(lines):
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(ln + "\n" for ln in kept))
@@ -175,6 +174,15 @@ def _load_optimizer(s: Session, saved: dict, legacy: bool) -> None:
     old = torch.optim.AdamW(param_groups(ckpt.legacy_parameter_order(s.model), cfg.lr, cfg.weight_decay))
     old.load_state_dict(saved)
     s.optimizer.state.update(old.state)
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics line; a torn line (a process killed while writing it) counts as after
+    every checkpoint, so it is dropped."""
+    try:
+        return json.loads(line).get("step", 0)
+    except json.JSONDecodeError:
+        return float("inf")
 
 
 def _fields(saved) -> dict:
