@@ -144,3 +144,20 @@ def test_a_corrupted_newest_checkpoint_falls_back_to_the_newest_verified(tmp_pat
     assert any("resuming from step_0000003, the newest checkpoint that verifies" in m for m in said)
     assert steps_logged(run) == [1, 2, 3, 4, 5, 6]
     assert losses(run) == pytest.approx(losses(straight), abs=1e-6)
+
+
+def test_shards_of_different_tokenizers_and_corrupted_manifests_are_named(tmp_path, capsys):
+    from longssm.data import Shard
+
+    d = corpus(tmp_path)
+    bpe, byte = tmp_path / "bpe", tmp_path / "byte"
+    assert main(["data", "prepare", str(d / "doc0.txt"), "--out", str(bpe), "--tokenizer", "bpe",
+                 "--bpe-vocab-size", "300"]) == 0
+    assert main(["data", "prepare", str(d / "valid.txt"), "--out", str(byte)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--set", f'data.train=["{bpe}"]', "--set", f'data.valid=["{byte}"]',
+                 "--set", f'train.out_dir="{tmp_path / "run"}"', "--set", "train.steps=1"]) == 2
+    assert "the shards were tokenised differently" in capsys.readouterr().err
+    (byte / "manifest.json").write_text('{"tokens": 12')
+    with pytest.raises(ValueError, match="manifest.json: corrupted"):
+        Shard.load(byte)

@@ -47,7 +47,12 @@ def prepare_splits(data_cfg, cache_dir: str | Path,
         train = Shard.load(data_cfg.train[0])
         if not data_cfg.valid or not _is_shard(data_cfg.valid[0]):
             raise ValueError("a prepared training shard needs a prepared validation shard in data.valid")
-        return train, Shard.load(data_cfg.valid[0])
+        valid = Shard.load(data_cfg.valid[0])
+        if train.manifest["tokenizer_hash"] != valid.manifest["tokenizer_hash"]:
+            raise ValueError(f"the shards were tokenised differently: {train.path} with tokenizer "
+                             f"{train.manifest['tokenizer_hash']}, {valid.path} with {valid.manifest['tokenizer_hash']}; "
+                             f"prepare the validation data with the training shard's tokenizer.json")
+        return train, valid
     key = hashlib.sha256(json.dumps([list(data_cfg.train), list(data_cfg.valid), data_cfg.tokenizer,
                                      data_cfg.bpe_vocab_size]).encode()).hexdigest()[:12]
     out = cache / key

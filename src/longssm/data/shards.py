@@ -72,6 +72,8 @@ class Shard:
             manifest = json.loads((path / MANIFEST).read_text())
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: not a token shard (no {MANIFEST}); run `longssm data prepare`") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path / MANIFEST}: corrupted ({e}); prepare the shard again") from None
         tokens = np.memmap(path / "tokens.bin", dtype=manifest["dtype"], mode="r")
         if tokens.size != manifest["tokens"]:
             raise ValueError(f"{path / 'tokens.bin'}: {tokens.size} tokens, manifest says {manifest['tokens']}")

@@ -82,16 +82,18 @@ def newest_verified(run_dir: str | Path, log=print) -> Path:
     root = Path(run_dir) / "checkpoints"
     latest = find_checkpoint(run_dir)
     candidates = [latest] + sorted((p for p in root.glob("step_*") if p != latest), reverse=True)
+    errors = []
     for path in candidates:
         try:
             verify(path, read_record(path))
         except CheckpointError as e:
             log(f"skipping checkpoint {path.name}: {e}")
+            errors.append(str(e))
             continue
         if path != latest:
             log(f"resuming from {path.name}, the newest checkpoint that verifies")
         return path
-    raise CheckpointError(f"{root}: no checkpoint verifies ({', '.join(p.name for p in candidates)})")
+    raise CheckpointError(f"no checkpoint in {root} verifies: {'; '.join(errors)}")
 
 
 def read_record(ckpt: Path) -> dict:

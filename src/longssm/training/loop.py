@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from longssm.data import ConsecutiveStreams, RandomWindows
+from longssm.data import ConsecutiveStreams, RandomWindows, tokenizer_from_json, tokenizer_hash
 from longssm.data.prepare import prepare_splits
 from longssm.evaluation.perplexity import evaluate
 from longssm.models import LanguageModel, count_parameters
@@ -138,6 +138,9 @@ def restore(s: Session, log=print) -> tuple[int, list]:
         return 0, [None] * s.run.train.accumulate
     path = ckpt.newest_verified(s.out, log=s.dist.log(log))
     record = ckpt.read_record(path)
+    if tokenizer_hash(tokenizer_from_json(record["tokenizer"])) != tokenizer_hash(s.tokenizer):
+        raise ValueError(f"{path} was trained with another tokenizer than the data now prepared for it "
+                         f"({tokenizer_hash(s.tokenizer)}); resume with the run's own data")
     ckpt.load_weights(path, s.model)
     _load_optimizer(s, ckpt.load_extra(path, "optimizer.pt"), legacy=record.get("format", 1) < ckpt.FORMAT)
     extra = ckpt.load_extra(path, "state.pt")[s.dist.rank]
