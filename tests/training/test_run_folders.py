@@ -161,3 +161,17 @@ def test_shards_of_different_tokenizers_and_corrupted_manifests_are_named(tmp_pa
     (byte / "manifest.json").write_text('{"tokens": 12')
     with pytest.raises(ValueError, match="manifest.json: corrupted"):
         Shard.load(byte)
+
+
+def test_the_default_run_folder_is_new_and_named(tmp_path, monkeypatch):
+    import dataclasses
+
+    monkeypatch.chdir(tmp_path)
+    run = config(tmp_path, tmp_path / "unused", steps=1)
+    run = dataclasses.replace(run, train=dataclasses.replace(run.train, out_dir=""))
+    said = []
+    train(run, progress=False, log=said.append)
+    folders = list((tmp_path / "runs").iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("run-")
+    assert (folders[0] / "checkpoints" / "latest").exists()
+    assert any(f"run folder {folders[0]}" in m for m in said)  # the path is printed

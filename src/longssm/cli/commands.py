@@ -80,10 +80,16 @@ def cmd_eval(args) -> int:
 
         cfg = resolve(record["config"])
         tokens = prepare_splits(cfg.data, cfg.data.cache_dir or Path(cfg.train.out_dir) / "data")[1].tokens
+    from tqdm import tqdm
+
     results = []
     for mode in args.modes:
         for L in args.lengths:
-            r = evaluate(model, tokens, L, mode, batch=args.batch, max_tokens=args.max_tokens)
+            n = tokens.size - 1 if args.max_tokens is None else min(tokens.size - 1, args.max_tokens)
+            with tqdm(total=n // args.batch // L * L * args.batch, unit="tok", unit_scale=True, leave=False,
+                      desc=f"{mode} L={L}", disable=None) as bar:  # disable=None: only on a terminal
+                r = evaluate(model, tokens, L, mode, batch=args.batch, max_tokens=args.max_tokens,
+                             progress=lambda done: bar.update(done - bar.n))
             results.append(r)
             print(f"{mode:>9} L={L:<6} loss {r['loss']:.4f} nats/token  ppl {r['perplexity']:.3f}  ({r['tokens']:,} tokens)")
     if args.out:

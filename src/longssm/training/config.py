@@ -80,8 +80,8 @@ class TrainConfig:
     """Checkpoints kept on disk (oldest deleted first)."""
     max_minutes: float = 0.0
     """Stop (with a checkpoint) after this much wall time; 0: no limit."""
-    out_dir: str = "runs/default"
-    """Run folder: checkpoints, metrics.jsonl, prepared data."""
+    out_dir: str = ""
+    """Run folder: checkpoints, metrics.jsonl, prepared data; empty: a new runs/<preset>-<date>-<time>."""
     device: str = "auto"
     """auto (cuda if available), cpu or cuda."""
     precision: str = "auto"

@@ -59,6 +59,14 @@ class Distributed:
         tdist.all_gather_object(out, obj)
         return out
 
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` in every process."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        tdist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def barrier(self):
         if self.world > 1:
             tdist.barrier()

@@ -10,6 +10,7 @@ metrics, atomic checkpoints, and DDP when launched by ``torchrun``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -81,6 +82,10 @@ def train(run: RunConfig, *, resume: bool | str = False, overwrite: bool = False
     continues if there is one and starts otherwise. A folder that already holds a run is never
     written over without ``resume`` or ``overwrite`` (which first removes its checkpoints and
     metrics, not its prepared data)."""
+    if not run.train.out_dir:
+        if resume:
+            raise ValueError("--resume needs the run folder: --resume RUN_DIR, or train.out_dir")
+        run = dataclasses.replace(run, train=dataclasses.replace(run.train, out_dir=new_run_dir(run)))
     run = with_absolute_paths(run)
     check_run_dir(Path(run.train.out_dir), resume, overwrite)
     s = setup(run, log)
@@ -89,6 +94,12 @@ def train(run: RunConfig, *, resume: bool | str = False, overwrite: bool = False
         return run_steps(s, start, states, progress, log)
     finally:
         s.dist.close()
+
+
+def new_run_dir(run: RunConfig) -> str:
+    """runs/<preset or 'run'>-<date>-<time>, the same in every process (rank 0 names it)."""
+    name = f"runs/{run.model.get('preset', 'run')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Distributed.from_env().broadcast(name)
 
 
 def check_run_dir(out: Path, resume: bool | str, overwrite: bool) -> None:
