@@ -193,7 +193,13 @@ def run(args) -> int:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Manager() as manager, ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+        from multiprocessing.managers import SyncManager
+
+        from longssm.experiments.workers import die_with_parent
+
+        manager = SyncManager(ctx=ctx)
+        manager.start(die_with_parent)  # the epoch queue's server process, which must not outlive us
+        with manager, ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=die_with_parent) as pool:
             epochs = manager.Queue()
             futures = {pool.submit(_cell, (*job, (epochs, i))): i for i, job in enumerate(jobs)}
             pending = set(futures)

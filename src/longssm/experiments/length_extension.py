@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from longssm.experiments.records import write_atomic
+from longssm.experiments.workers import die_with_parent
 from longssm.experiments.length_extension_report import plot, report, stats_key, training_stats
 from longssm.models import model_config
 from longssm.models.presets import LENGTH_EXTENSION_MODELS as MODELS
@@ -202,7 +203,7 @@ def run_all(cfg: LengthExtensionConfig, out: Path, *, jobs: int = 1, progress=pr
     if todo:
         ctx = multiprocessing.get_context("spawn")
         threads = max(1, (multiprocessing.cpu_count() // max(1, jobs)))
-        with ctx.Pool(max(1, jobs), maxtasksperchild=1) as pool:
+        with ctx.Pool(max(1, jobs), initializer=die_with_parent, maxtasksperchild=1) as pool:
             results = pool.imap_unordered(_child, [(cfg, m, T, i, threads) for m, T, i in todo])
             for k, new in enumerate(results, 1):
                 r = new[0]

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from longssm.experiments.records import read_records, write_atomic
 from longssm.experiments.smr import SMRExperimentConfig, Task, run_cell, validate
+from longssm.experiments.workers import die_with_parent
 
 
 def cell_key(r: dict) -> tuple:
@@ -73,7 +74,7 @@ def run_grid(cfg: SMRExperimentConfig, out: Path, *, jobs: int = 1, commit: str 
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent) as pool:
             for fut in as_completed([pool.submit(_cell, job) for job in todo]):
                 finished(fut.result())
     else:

@@ -1,0 +1,49 @@
+"""A parallel grid whose parent is killed leaves no worker running."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; the parent-death signal is Linux's")
+def test_killing_a_grid_stops_its_workers(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "longssm.cli.main", "experiment", "smr", "--tasks", "sines",
+                             "--cores", "s4d", "--set", "smr.steps=1000000", "--set", "smr.d_model=8",
+                             "--jobs", "2", "--out", str(tmp_path / "smr")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(workers := [c for c in children(proc.pid) if alive(c)]) < 2:
+        assert proc.poll() is None and time.time() < deadline, "the grid did not start two workers"
+        time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    while any(alive(w) for w in workers):
+        assert time.time() < deadline, f"workers {[w for w in workers if alive(w)]} outlived the killed grid"
+        time.sleep(0.5)
