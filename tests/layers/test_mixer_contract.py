@@ -237,3 +237,13 @@ def test_attention_dropout_only_in_training():
     assert not torch.allclose(attn(x)[0], plain(x)[0])
     with pytest.raises(ValueError, match="dropout"):
         Attention(D_MODEL, n_heads=2, dropout=1.0)
+
+
+def test_a_dtype_other_than_the_parameters_is_our_error_outside_autocast():
+    mixer = make("h3").float()
+    with pytest.raises(TypeError, match="x has dtype torch.bfloat16, the layer's parameters torch.float32"):
+        mixer(torch.randn(2, 5, D_MODEL, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="batch 0"):
+        mixer(torch.randn(0, 5, D_MODEL))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixer(torch.randn(2, 5, D_MODEL, dtype=torch.bfloat16))  # autocast casts for the projections

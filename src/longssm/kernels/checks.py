@@ -22,15 +22,38 @@ def check_shape(name: str, x: torch.Tensor, shape: tuple[int | None, ...]) -> No
         raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
 
 
-def check_seq(name: str, x: torch.Tensor, d_model: int) -> None:
-    """Checks a (batch, seq_len, d_model) floating input with seq_len >= 1."""
+def check_dtype(name: str, x: torch.Tensor, expected: torch.dtype | None) -> None:
+    """TypeError when ``x`` and the layer's parameters (``expected``) differ in dtype outside
+    autocast (under autocast the projections cast their inputs themselves)."""
+    if expected is None or x.dtype == expected:
+        return
+    device = x.device.type
+    try:
+        autocast = torch.is_autocast_enabled(device)
+    except TypeError:  # torch < 2.4: no device argument
+        autocast = torch.is_autocast_cpu_enabled() if device == "cpu" else torch.is_autocast_enabled()
+    if autocast:
+        return
+    raise TypeError(f"{name} has dtype {x.dtype}, the layer's parameters {expected}: convert one of them "
+                    f"(model.to(dtype)) or run under torch.autocast")
+
+
+def check_seq(name: str, x: torch.Tensor, d_model: int, dtype: torch.dtype | None = None) -> None:
+    """Checks a (batch, seq_len, d_model) floating input with seq_len >= 1 (and, given the layer's
+    parameter ``dtype``, that it matches outside autocast)."""
     check_float(name, x)
     check_shape(name, x, (None, None, d_model))
     if x.shape[1] == 0:
         raise ValueError(f"{name} has seq_len 0; expected (batch, seq_len >= 1, {d_model})")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} has batch 0; expected (batch >= 1, seq_len, {d_model})")
+    check_dtype(name, x, dtype)
 
 
-def check_token(name: str, x: torch.Tensor, d_model: int) -> None:
+def check_token(name: str, x: torch.Tensor, d_model: int, dtype: torch.dtype | None = None) -> None:
     """Checks a (batch, d_model) floating input (one token)."""
     check_float(name, x)
     check_shape(name, x, (None, d_model))
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} has batch 0; expected (batch >= 1, {d_model})")
+    check_dtype(name, x, dtype)

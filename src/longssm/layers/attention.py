@@ -68,7 +68,7 @@ class Attention(nn.Module):
                 nn.init.zeros_(lin.bias)
 
     def forward(self, x: torch.Tensor, state: KVCache | None = None, *, return_state: bool = True):
-        check_seq("x", x, self.d_model)
+        check_seq("x", x, self.d_model, self.qkv.weight.dtype)
         batch, L, _ = x.shape
         if state is not None:
             check_state("Attention", state, KVCache, batch)
@@ -98,7 +98,7 @@ class Attention(nn.Module):
 
     def step(self, x_t: torch.Tensor, state: KVCache):
         """One token; the same computation as ``forward`` on a length-1 sequence."""
-        check_token("x_t", x_t, self.d_model)
+        check_token("x_t", x_t, self.d_model, self.qkv.weight.dtype)
         y, cache = self.forward(x_t[:, None], state)
         return y[:, 0], cache
 

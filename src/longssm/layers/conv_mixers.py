@@ -67,13 +67,13 @@ class _CoreMixer(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None, *, return_state: bool = True, dt: torch.Tensor | None = None):
         """x (batch, L, d_model); ``dt`` (batch, L): per-step time steps (cores with per_step_dt)."""
-        check_seq("x", x, self.d_model)
+        check_seq("x", x, self.d_model, self.out_proj.weight.dtype)
         s = self._core_state(state, x.shape[0])
         y, s = self.core(x.transpose(1, 2), s, return_state, dt)  # (batch, d_model, L)
         return self._out(y.transpose(1, 2)), (self.state_type(s) if return_state else None)
 
     def step(self, x_t: torch.Tensor, state, dt: torch.Tensor | None = None):
-        check_token("x_t", x_t, self.d_model)
+        check_token("x_t", x_t, self.d_model, self.out_proj.weight.dtype)
         y, s = self.core.step(x_t, self._core_state(state, x_t.shape[0]), dt)
         return self._out(y), self.state_type(s)
 

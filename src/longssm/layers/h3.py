@@ -131,11 +131,11 @@ class H3(nn.Module):
 
     def forward(self, x: torch.Tensor, state: H3State | None = None, *, return_state: bool = True,
                 dt: torch.Tensor | None = None):
-        check_seq("x", x, self.d_model)
+        check_seq("x", x, self.d_model, self.in_proj.weight.dtype)
         return self._mix(x, state, step=False, return_state=return_state, dt=dt)
 
     def step(self, x_t: torch.Tensor, state: H3State, dt: torch.Tensor | None = None):
-        check_token("x_t", x_t, self.d_model)
+        check_token("x_t", x_t, self.d_model, self.in_proj.weight.dtype)
         return self._mix(x_t, state, step=True, dt=dt)
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> H3State:

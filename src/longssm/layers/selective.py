@@ -67,7 +67,7 @@ class SelectiveSSM(nn.Module):
     def forward(self, u: torch.Tensor, state: MambaState | None = None, *, return_state: bool = True,
                 dt: torch.Tensor | None = None):
         """u (batch, L, d_model); ``dt`` (batch, L): per-step time steps scaling the selective step."""
-        check_seq("u", u, self.d_model)
+        check_seq("u", u, self.d_model, self.in_proj.weight.dtype)
         conv_state, ssm_state = self._unpack(state, u.shape[0])
         x, z = self.in_proj(u).transpose(1, 2).chunk(2, dim=1)  # (batch, d_inner, L) each
         history = F.pad(x, (self.d_conv - 1, 0)) if conv_state is None else torch.cat([conv_state, x], -1)
@@ -80,7 +80,7 @@ class SelectiveSSM(nn.Module):
         return out, MambaState(conv_state.to(compute_dtype(conv_state.dtype)), ssm_state)
 
     def step(self, u_t: torch.Tensor, state: MambaState, dt: torch.Tensor | None = None):
-        check_token("u_t", u_t, self.d_model)
+        check_token("u_t", u_t, self.d_model, self.in_proj.weight.dtype)
         conv_state, ssm_state = self._unpack(state, u_t.shape[0])
         if conv_state is None:
             conv_state = u_t.new_zeros(u_t.shape[0], self.d_inner, self.d_conv - 1)
