@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 TEXT = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}.\n" for i in range(600))
-STEPS = 300
+STEPS = 2000
 
 
 def _args(run: Path, corpus: Path) -> list[str]:
@@ -30,6 +30,13 @@ def _args(run: Path, corpus: Path) -> list[str]:
             "--set", "train.state_init=previous", "--set", "train.eval_every=0", "--set", "train.eval_batches=1",
             "--set", "train.log_every=1", "--set", "train.checkpoint_every=1", "--set", "train.keep_checkpoints=2",
             "--set", f'train.out_dir="{run}"']
+
+
+def _lines(run: Path) -> int:
+    try:
+        return len((run / "metrics.jsonl").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
 
 
 def _losses(run: Path) -> dict[int, list[float]]:
@@ -56,9 +63,13 @@ def drill(workdir: Path, kills: int = 20, seed: int = 0) -> dict:
         has_ckpt = (run / "checkpoints" / "latest").exists()
         argv = cli + (["--resume", str(run)] if has_ckpt else _args(run, corpus) + ["--overwrite"])
         resumes += has_ckpt
+        logged = _lines(run)
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if done_kills < kills:
-            time.sleep(rng.uniform(2.5, 6.0))  # past start-up (torch import), somewhere in training
+            deadline = time.time() + 120
+            while _lines(run) <= logged and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.05)  # until this life trains (past start-up), whatever the machine's speed
+            time.sleep(rng.uniform(0.0, 0.4))  # then somewhere in a step or in a checkpoint write
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 done_kills += 1
