@@ -115,21 +115,13 @@ def run_smr(args) -> int:
 
 
 def run(args) -> int:
-    from longssm.configs import apply_overrides, build, load_toml
     from longssm.experiments.length_extension import QUICK, LengthExtensionConfig, run_all
 
-    raw = apply_overrides(load_toml(args.config) if args.config else {}, args.set or [])
-    unknown = sorted(set(raw) - {"length_extension"})
-    if unknown:
-        raise ValueError(f"unknown section(s) {unknown}; allowed: length_extension")
-    fields = {**(QUICK if args.quick else {}), **raw.get("length_extension", {})}
-    for name in ("models", "train_lens", "eval_lens", "train", "valid"):
-        if getattr(args, name):
-            fields[name] = tuple(getattr(args, name))
-    for name in ("d_model", "n_layer", "tokens_per_step", "total_tokens", "lr", "eval_streams", "runs_dir"):
-        if getattr(args, name) is not None:
-            fields[name] = getattr(args, name)
-    cfg = build(LengthExtensionConfig, fields, "length_extension")
+    tuples = ("models", "train_lens", "eval_lens", "train", "valid")
+    flags = {name: getattr(args, name) and tuple(getattr(args, name)) for name in tuples}
+    flags.update({name: getattr(args, name) for name in ("d_model", "n_layer", "tokens_per_step", "total_tokens",
+                                                         "lr", "eval_streams", "runs_dir")})
+    cfg = _table(args, "length_extension", LengthExtensionConfig, QUICK, flags)
     for src in (*cfg.train, *cfg.valid):
         if not Path(src).exists():
             raise FileNotFoundError(f"{src} does not exist (the Gutenberg books live in ../shared/data/gutenberg; "
