@@ -27,6 +27,9 @@ def run(tmp_path_factory):
 def bad_calls(out, d, tmp):
     existing = tmp / "exists.json"
     existing.write_text("{}")
+    latin1, binary = tmp / "latin1.txt", tmp / "blob.bin"
+    latin1.write_bytes("Noël à la plage, déjà vu.\n".encode("latin-1") * 10)
+    binary.write_bytes(bytes(range(256)) * 4)
     return [
         ["train", "--set", "train.steps=0"],
         ["train", "--set", "train.device=cuda", "--set", f'train.out_dir="{tmp / "x"}"'],
@@ -41,6 +44,11 @@ def bad_calls(out, d, tmp):
         ["generate", str(out), "--prompt", "a", "--temperature", "-1"],
         ["generate", str(out), "--prompt", "a", "--top-p", "2"],
         ["data", "prepare", str(tmp / "missing.txt"), "--out", str(tmp / "shard")],
+        ["data", "prepare", str(d / "valid.txt"), "--out", str(tmp / "shard"), "--encoding", "klingon"],
+        ["data", "prepare", str(latin1), "--out", str(tmp / "shard"), "--tokenizer", "bpe"],
+        ["data", "prepare", str(binary), "--out", str(tmp / "shard")],
+        ["eval", str(out), "--data", str(latin1)],
+        ["train", "--set", "data.encoding=klingon"],
         ["info", str(tmp / "nowhere")],
         ["demo", "--minutes", "0"],
         ["synthetics", "--set", "synthetics.lr=x"],
@@ -76,6 +84,10 @@ def test_info_eval_and_generate_tell_the_truth(run, tmp_path, capsys):
     assert main(["eval", str(out), "--data", str(shard), "--modes", "zero", "--lengths", "8"]) == 2
     assert "was tokenised with tokenizer" in capsys.readouterr().err  # another BPE: refused, not misread
     assert "loss" in text_line
+    (tmp_path / "latin1.txt").write_bytes((d / "valid.txt").read_text().replace("e", "é").encode("latin-1"))
+    assert main(["eval", str(out), "--data", str(tmp_path / "latin1.txt"), "--encoding", "latin-1",
+                 "--modes", "zero", "--lengths", "8"]) == 0
+    assert "loss" in capsys.readouterr().out
 
 
 def test_generate_stops_at_text(run, capsys):

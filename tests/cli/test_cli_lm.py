@@ -55,8 +55,8 @@ def test_presets_and_data_prepare(tmp_path, capsys):
     assert "hybrid-h3-125m" in out and "tiny-mamba" in out
     (tmp_path / "a.txt").write_bytes(b"hello \xff world " * 50)
     assert main(["data", "prepare", str(tmp_path / "a.txt"), "--out", str(tmp_path / "s"), "--tokenizer", "bpe",
-                 "--bpe-vocab-size", "280"]) == 0
-    assert "50 invalid UTF-8 sequences replaced" in capsys.readouterr().out
+                 "--bpe-vocab-size", "280", "--encoding-errors", "replace"]) == 0
+    assert "50 invalid utf-8 sequences replaced" in capsys.readouterr().out
     assert (tmp_path / "s" / "tokenizer.json").exists()
 
 

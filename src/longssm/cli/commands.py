@@ -45,7 +45,11 @@ def _positive(**values) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
 
 
-def _eval_tokens(paths, tokenizer, tokenizer_hash):
+def _reading(args) -> dict:
+    return dict(encoding=args.encoding, errors=args.encoding_errors, allow_binary=args.allow_binary)
+
+
+def _eval_tokens(paths, tokenizer, tokenizer_hash, reading: dict):
     """Tokens of --data: a prepared shard folder (its manifest's tokenizer must be the model's)
     or text sources, tokenised in a temporary folder that is removed afterwards."""
     import tempfile
@@ -59,7 +63,7 @@ def _eval_tokens(paths, tokenizer, tokenizer_hash):
                              f"the model with {tokenizer_hash}: prepare it again with the model's tokenizer")
         return shard.tokens
     with tempfile.TemporaryDirectory(prefix="longssm-eval-") as tmp:
-        write_shard(read_documents(paths), tokenizer, tmp)
+        write_shard(read_documents(paths, **reading), tokenizer, tmp)
         return np.array(Shard.load(tmp).tokens)  # a copy: the memory map goes with the folder
 
 
@@ -73,7 +77,7 @@ def cmd_eval(args) -> int:
         raise ValueError(f"--out {args.out} exists; choose another path (results are never written over)")
     model, tokenizer, record, _ = load_model(args.checkpoint)
     if args.data:
-        tokens = _eval_tokens(args.data, tokenizer, tokenizer_hash(tokenizer))
+        tokens = _eval_tokens(args.data, tokenizer, tokenizer_hash(tokenizer), _reading(args))
     else:
         from longssm.data.prepare import prepare_splits
         from longssm.training.config import resolve
@@ -146,7 +150,7 @@ def cmd_data_prepare(args) -> int:
     if others:
         raise ValueError(f"--out {out} holds files that are not a shard's ({', '.join(others[:4])}); "
                          f"--overwrite only replaces a shard: choose another folder")
-    docs = list(read_documents(args.source))
+    docs = list(read_documents(args.source, **_reading(args)))
     tokenizer = make_tokenizer(args.tokenizer, docs, args.bpe_vocab_size)
     for name in present:  # the previous shard, a stale tokenizer.json included
         (out / name).unlink()
@@ -154,7 +158,7 @@ def cmd_data_prepare(args) -> int:
     if hasattr(tokenizer, "save"):
         tokenizer.save(str(out / "tokenizer.json"))
     print(f"{manifest['tokens']:,} tokens from {manifest['documents']} documents -> {out} "
-          f"(tokenizer {manifest['tokenizer_hash']}, {manifest['replaced_bytes']} invalid UTF-8 sequences replaced)")
+          f"(tokenizer {manifest['tokenizer_hash']}, {manifest['replaced_bytes']} invalid {args.encoding} sequences replaced)")
     return 0
 
 

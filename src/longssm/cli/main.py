@@ -42,6 +42,17 @@ def _config_help() -> str:
             + describe(DataConfig, "data") + "\n" + describe(TrainConfig, "train"))
 
 
+def _add_reading_options(p) -> None:
+    """How text files are read (the [data] table's encoding keys, for commands without a run file)."""
+    p.add_argument("--encoding", default="utf-8",
+                   help="text encoding of the source files (a Python codec name, e.g. latin-1; default utf-8); "
+                        "the byte tokenizer takes the raw bytes whatever this says")
+    p.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
+                   help="strict: an undecodable byte is an error naming the file and offset; replace: U+FFFD, counted")
+    p.add_argument("--allow-binary", action="store_true",
+                   help="accept files that look binary (over 5%% control characters other than whitespace)")
+
+
 def _add_run_options(p):
     p.add_argument("--config", help="TOML run file with [model], [data] and [train] tables")
     p.add_argument("--preset", help="model preset (see `longssm presets`); overrides [model].preset")
@@ -82,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8, help="parallel streams / windows per batch")
     p.add_argument("--max-tokens", type=int, default=None, help="evaluate at most this many tokens")
     p.add_argument("--out", help="write the results as JSON here")
+    _add_reading_options(p)
     p.set_defaults(func=lambda a: _commands().cmd_eval(a))
 
     p = sub.add_parser("generate", help="sample text from a checkpoint (streamed)",
@@ -92,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--stop", nargs="*", help="stop strings (their first token stops generation)")
+    p.add_argument("--stop", nargs="*", help="stop once the generated text contains one of these strings")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=lambda a: _commands().cmd_generate(a))
 
@@ -106,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--tokenizer", default="byte", help="byte, bpe, or a tokenizer.json path")
     q.add_argument("--bpe-vocab-size", type=int, default=8192)
     q.add_argument("--overwrite", action="store_true", help="replace the shard already in --out")
+    _add_reading_options(q)
     q.set_defaults(func=lambda a: _commands().cmd_data_prepare(a))
 
     p = sub.add_parser("presets", help="list model presets with parameter counts")

@@ -1,36 +1,84 @@
 """Corpora as documents: local files, folders and globs of text, Hugging Face datasets (optional),
 and the embedded default corpus (documentation of Python's standard library).
 
-Each file or record is one document, never shuffled inside. Bytes that are not valid UTF-8 are
-decoded with U+FFFD replacement and counted, never fatal.
+Each file or record is one document, never shuffled inside. A document keeps its raw bytes: the
+byte tokenizer takes them unchanged (any bytes are valid), while text tokenizers decode them with
+the configured encoding (UTF-8 by default). A decoding error names the file and the offset of the
+first offending byte, unless ``errors="replace"`` asks for U+FFFD replacement (counted). A file
+that looks binary (more than 5% control characters other than whitespace) is refused unless
+``allow_binary``.
 """
 
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
 import inspect
 import importlib
+import re
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Sequence
+
+ERRORS = ("strict", "replace")
+BINARY_SAMPLE = 1 << 20  # bytes of a file inspected by the binary check
+BINARY_FRACTION = 0.05  # more than this share of control characters in the sample: binary
+# C0/C1 control characters other than whitespace (tab, newline, vertical tab, form feed, carriage
+# return) and escape: what text rarely holds and binary data does (about 10% of random bytes).
+# Undecodable bytes do not count: text in another encoding is not binary, and says so on decoding.
+_NON_TEXT = re.compile("[\\x00-\\x08\\x0e-\\x1a\\x1c-\\x1f\\x7f-\\x9f]")
 
 
 @dataclass(frozen=True)
 class Document:
     name: str  # file path, dataset record id, or module name
-    text: str
-    sha256: str  # of the raw bytes
-    replaced: int  # invalid UTF-8 sequences replaced by U+FFFD
+    data: bytes  # the raw bytes (a dataset's or the embedded corpus's text as UTF-8)
+    encoding: str = "utf-8"
+    errors: str = "strict"  # or "replace": invalid sequences become U+FFFD, counted in ``replaced``
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @cached_property
+    def text(self) -> str:
+        """The bytes decoded with ``encoding``; a ValueError names the file and the first bad byte."""
+        try:
+            return self.data.decode(self.encoding)
+        except UnicodeDecodeError as e:
+            if self.errors == "replace":
+                return self.data.decode(self.encoding, errors="replace")
+            raise ValueError(f"{self.name}: not valid {self.encoding} at byte {e.start} "
+                             f"(0x{self.data[e.start]:02x}); give its encoding (--encoding, data.encoding, "
+                             f"e.g. latin-1) or replace bad bytes with U+FFFD (--encoding-errors replace)") from None
+
+    @cached_property
+    def replaced(self) -> int:
+        """Invalid byte sequences replaced by U+FFFD when the text is decoded (0 under "strict")."""
+        if self.errors != "replace":
+            return 0
+        return self.text.count("\ufffd") - self.data.decode(self.encoding, errors="ignore").count("\ufffd")
 
 
-def decode_counting(raw: bytes) -> tuple[str, int]:
-    """UTF-8 decode with replacement; returns the text and the number of replacements made."""
-    text = raw.decode("utf-8", errors="replace")
-    if "\ufffd" not in text:
-        return text, 0
-    return text, text.count("\ufffd") - raw.decode("utf-8", errors="ignore").count("\ufffd")
+def check_encoding(encoding: str, errors: str) -> None:
+    """ValueError for an encoding Python does not know or an error mode other than ERRORS."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"unknown text encoding {encoding!r} (expected a Python codec name such as "
+                         f"'utf-8', 'latin-1', 'cp1252', 'utf-16')") from None
+    if errors not in ERRORS:
+        raise ValueError(f"encoding errors must be one of {ERRORS}, got {errors!r}")
+
+
+def non_text_fraction(data: bytes, encoding: str) -> float:
+    """Share of the characters of the first BINARY_SAMPLE bytes (decoded with replacement) that
+    are control characters other than whitespace and escape."""
+    sample = data[:BINARY_SAMPLE].decode(encoding, errors="replace")
+    return len(_NON_TEXT.findall(sample)) / max(1, len(sample))
 
 
 def _expand(source: str) -> list[Path]:
@@ -56,12 +104,15 @@ def _hf_documents(source: str) -> Iterator[Document]:
     if isinstance(ds, datasets.DatasetDict):
         ds = ds[split or "train"]
     for i, record in enumerate(ds):
-        text = record["text"]
-        yield Document(f"{source}#{i}", text, hashlib.sha256(text.encode()).hexdigest(), 0)
+        yield Document(f"{source}#{i}", record["text"].encode("utf-8"))
 
 
-def read_documents(sources: Sequence[str]) -> Iterator[Document]:
-    """Documents from files, folders, globs, ``hf:NAME[:SPLIT]`` or ``embedded``."""
+def read_documents(sources: Sequence[str], *, encoding: str = "utf-8", errors: str = "strict",
+                   allow_binary: bool = False) -> Iterator[Document]:
+    """Documents from files, folders, globs, ``hf:NAME[:SPLIT]`` or ``embedded``. Files are read
+    as raw bytes and decoded (lazily, see :class:`Document`) with ``encoding``; a file whose
+    first MiB is more than 5% control characters is refused unless ``allow_binary``."""
+    check_encoding(encoding, errors)
     for source in sources:
         if source == "embedded":
             yield from embedded_documents()
@@ -70,8 +121,11 @@ def read_documents(sources: Sequence[str]) -> Iterator[Document]:
         else:
             for path in _expand(source):
                 raw = path.read_bytes()
-                text, replaced = decode_counting(raw)
-                yield Document(str(path), text, hashlib.sha256(raw).hexdigest(), replaced)
+                if not allow_binary and (frac := non_text_fraction(raw, encoding)) > BINARY_FRACTION:
+                    raise ValueError(f"{path}: looks binary ({frac:.0%} of its first characters are control "
+                                     f"characters in {encoding}); pass --allow-binary (data.allow_binary) "
+                                     f"to use it anyway, or --encoding if it is text in another encoding")
+                yield Document(str(path), raw, encoding, errors)
 
 
 # Standard-library modules whose documentation forms the embedded corpus (a fixed list, so the
@@ -129,4 +183,4 @@ def embedded_documents() -> Iterator[Document]:
             text = _module_text(name)
         except ImportError:  # a module this Python build lacks (e.g. no _ssl): skipped
             continue
-        yield Document(f"python-stdlib:{name}", text, hashlib.sha256(text.encode()).hexdigest(), 0)
+        yield Document(f"python-stdlib:{name}", text.encode("utf-8"))

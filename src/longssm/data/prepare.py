@@ -25,14 +25,19 @@ def make_tokenizer(spec: str, train_docs: list[Document], bpe_vocab_size: int) -
 
 
 def _split(docs: list[Document]) -> tuple[list[Document], list[Document]]:
-    """Hold out every HOLDOUT_EVERY-th document; a lone document is split at 90% of its text."""
+    """Hold out every HOLDOUT_EVERY-th document; a lone document's bytes are split at 90% of its
+    characters (undecodable bytes count as one character each, so every byte is kept)."""
     if len(docs) >= 2:
         valid = docs[HOLDOUT_EVERY - 1 :: HOLDOUT_EVERY] or docs[-1:]
         return [d for d in docs if d not in valid], valid
     (doc,) = docs
-    cut = int(len(doc.text) * 0.9)
-    return ([Document(doc.name + "[:90%]", doc.text[:cut], doc.sha256, doc.replaced)],
-            [Document(doc.name + "[90%:]", doc.text[cut:], doc.sha256, 0)])
+    if "\n".encode(doc.encoding) != b"\n":
+        raise ValueError(f"{doc.name}: a single document in {doc.encoding} cannot be split into training and "
+                         f"validation text; give validation sources (data.valid)")
+    chars = doc.data.decode(doc.encoding, errors="surrogateescape")
+    cut = len(chars[: int(len(chars) * 0.9)].encode(doc.encoding, errors="surrogateescape"))
+    part = lambda suffix, data: Document(doc.name + suffix, data, doc.encoding, doc.errors)
+    return [part("[:90%]", doc.data[:cut])], [part("[90%:]", doc.data[cut:])]
 
 
 def _is_shard(source: str) -> bool:
@@ -53,24 +58,27 @@ def prepare_splits(data_cfg, cache_dir: str | Path,
                              f"{train.manifest['tokenizer_hash']}, {valid.path} with {valid.manifest['tokenizer_hash']}; "
                              f"prepare the validation data with the training shard's tokenizer.json")
         return train, valid
+    reading = dict(encoding=data_cfg.encoding, errors=data_cfg.encoding_errors, allow_binary=data_cfg.allow_binary)
+    # the key of a default reading is the one used before these options existed (caches stay valid)
+    extra = [] if reading == dict(encoding="utf-8", errors="strict", allow_binary=False) else [reading]
     key = hashlib.sha256(json.dumps([list(data_cfg.train), list(data_cfg.valid), data_cfg.tokenizer,
-                                     data_cfg.bpe_vocab_size]).encode()).hexdigest()[:12]
+                                     data_cfg.bpe_vocab_size] + extra).encode()).hexdigest()[:12]
     out = cache / key
     if (out / "train" / MANIFEST).exists() and (out / "valid" / MANIFEST).exists():
         return Shard.load(out / "train"), Shard.load(out / "valid")
-    docs = list(read_documents(data_cfg.train))
+    docs = list(read_documents(data_cfg.train, **reading))
     if not docs:
         raise ValueError(f"the corpus {list(data_cfg.train)} has no documents")
     if data_cfg.valid:
-        train_docs, valid_docs = docs, list(read_documents(data_cfg.valid))
+        train_docs, valid_docs = docs, list(read_documents(data_cfg.valid, **reading))
     else:
         train_docs, valid_docs = _split(docs)
     tokenizer = make_tokenizer(data_cfg.tokenizer, train_docs, data_cfg.bpe_vocab_size)
     train = write_shard(train_docs, tokenizer, out / "train")
     valid = write_shard(valid_docs, tokenizer, out / "valid")
     if train["replaced_bytes"] or valid["replaced_bytes"]:
-        log(f"warning: {train['replaced_bytes'] + valid['replaced_bytes']} invalid UTF-8 sequences "
-            f"were replaced by U+FFFD")
+        log(f"warning: {train['replaced_bytes'] + valid['replaced_bytes']} invalid {data_cfg.encoding} "
+            f"sequences were replaced by U+FFFD")
     log(f"prepared {train['tokens']:,} training and {valid['tokens']:,} validation tokens "
         f"({train['documents']} + {valid['documents']} documents) in {out}")
     return Shard.load(out / "train"), Shard.load(out / "valid")

@@ -2,7 +2,7 @@
 
 Layout of a shard directory: ``tokens.bin`` (uint16 when the vocabulary fits, else uint32),
 ``doc_starts.npy`` (int64 offsets where documents begin), ``manifest.json`` (token and document
-counts, dtype, tokenizer JSON and hash, and every source's sha256 and replacement count).
+counts, dtype, tokenizer JSON and hash, and every source's sha256, encoding and replacement count).
 """
 
 from __future__ import annotations
@@ -31,14 +31,15 @@ def write_shard(docs: Iterable[Document], tokenizer: Tokenizer, out_dir: str | P
     tmp = out / "tokens.bin.tmp"
     with open(tmp, "wb") as f:
         for doc in docs:
-            ids = np.asarray(tokenizer.encode(doc.text), dtype=dtype)
+            ids = tokenizer.encode_document(doc).astype(dtype)
             if ids.size == 0:
                 continue
             starts.append(n_tokens)
             f.write(ids.tobytes())
             n_tokens += ids.size
             sources.append({"name": doc.name, "sha256": doc.sha256, "tokens": int(ids.size),
-                            "replaced_bytes": doc.replaced})
+                            "encoding": doc.encoding,
+                            "replaced_bytes": doc.replaced if tokenizer.decodes_documents else 0})
             if progress:
                 progress(len(sources), n_tokens)
     if n_tokens == 0:

@@ -11,22 +11,32 @@ import hashlib
 import json
 from typing import Iterable, Protocol
 
+import numpy as np
+
 
 class Tokenizer(Protocol):
     vocab_size: int
+    decodes_documents: bool  # whether encode_document reads the decoded text
 
     def encode(self, text: str) -> list[int]: ...
+    def encode_document(self, doc) -> np.ndarray: ...
     def decode(self, ids: Iterable[int]) -> str: ...
     def to_json(self) -> str: ...
 
 
 class ByteTokenizer:
-    """UTF-8 bytes as tokens; decoding replaces invalid byte sequences with U+FFFD."""
+    """Bytes as tokens: a text is encoded as UTF-8, a document's raw bytes are taken unchanged
+    (whatever their encoding); decoding replaces invalid UTF-8 sequences with U+FFFD."""
 
     vocab_size = 256
+    decodes_documents = False  # documents' bytes are tokens: no decoding, nothing replaced
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
+
+    def encode_document(self, doc) -> np.ndarray:
+        """The document's raw bytes (``doc.data``), never decoded."""
+        return np.frombuffer(doc.data, dtype=np.uint8)
 
     def decode(self, ids: Iterable[int]) -> str:
         return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
@@ -37,6 +47,8 @@ class ByteTokenizer:
 
 class BPETokenizer:
     """Byte-level BPE (GPT-2 style pre-tokenisation) backed by ``tokenizers``."""
+
+    decodes_documents = True
 
     def __init__(self, tokenizer):
         self._tok = tokenizer
@@ -65,6 +77,10 @@ class BPETokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text).ids
+
+    def encode_document(self, doc) -> np.ndarray:
+        """The document's text (``doc.text``, decoded with its encoding) as token ids."""
+        return np.asarray(self.encode(doc.text), dtype=np.int64)
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._tok.decode([int(i) for i in ids])

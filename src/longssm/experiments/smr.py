@@ -144,9 +144,8 @@ class Task:
     def _init_lm(self):
         from longssm.data import read_documents
 
-        # byte tokens (the byte tokenizer's ids are the UTF-8 bytes)
-        encode = lambda srcs: np.concatenate([np.frombuffer(d.text.encode("utf-8"), np.uint8)
-                                              for d in read_documents(list(srcs))])
+        # byte tokens: the files' raw bytes
+        encode = lambda srcs: np.concatenate([np.frombuffer(d.data, np.uint8) for d in read_documents(list(srcs))])
         self.train_tokens = torch.from_numpy(encode(self.cfg.lm_train).astype(np.int64))
         valid = torch.from_numpy(encode(self.cfg.lm_valid).astype(np.int64))
         L, n = self.cfg.lm_len, self.cfg.lm_eval_windows

@@ -29,6 +29,20 @@ class DataConfig:
     """'byte', 'bpe' (trained on the training documents), or a path to a tokenizer.json."""
     bpe_vocab_size: int = 8192
     """Vocabulary size when training a BPE tokenizer."""
+    encoding: str = "utf-8"
+    """Text encoding of the source files (a Python codec name); the byte tokenizer takes raw bytes."""
+    encoding_errors: str = "strict"
+    """'strict': an undecodable byte is an error naming the file and offset; 'replace': U+FFFD, counted."""
+    allow_binary: bool = False
+    """Accept files that look binary (over 5% control characters other than whitespace)."""
+
+    def __post_init__(self):
+        from longssm.data.corpus import check_encoding
+
+        try:
+            check_encoding(self.encoding, self.encoding_errors)
+        except ValueError as e:
+            raise ValueError(f"data.encoding / data.encoding_errors: {e}") from None
     cache_dir: str = ""
     """Where prepared shards are kept and reused; empty: <train.out_dir>/data."""
 
