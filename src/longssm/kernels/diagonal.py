@@ -15,7 +15,7 @@ import torch
 
 from longssm.kernels.checks import check_float, check_shape
 from longssm.kernels.fftconv import fftconv
-from longssm.kernels.vandermonde import BlockedPowers, vandermonde
+from longssm.kernels.vandermonde import BlockedPowers, cexp, vandermonde
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 INITS = ("lin", "inv")
@@ -120,7 +120,7 @@ def ssm_conv(
             y_c = y_c + pw.forward(C * x, offset=1)  # response to the entering state
         if return_state or i + 1 < len(chunks):
             x_in = pw.transpose(u_c) * dB  # (batch, H, N): state left by this chunk's input
-            x = x_in if x is None else torch.exp(Tc * pw.log_z) * x + x_in
+            x = x_in if x is None else cexp(Tc * pw.log_z) * x + x_in
         if y is None:
             outs.append(y_c)
         else:

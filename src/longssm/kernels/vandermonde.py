@@ -12,7 +12,10 @@ A diagonal SSM with N modes ``z`` (the discrete A) needs two products with the V
 Materialising ``z^l`` for all l (the naive ``exp(dtA * arange(L))`` of s4d.py) costs H*N*L complex
 exponentials and as much memory. Writing ``l = i * L2 + j`` gives ``z^l = z^(i*L2) * z^j``: two
 small power tables (H, L1, N) and (H, L2, N) with L1 * L2 >= L, and one batched real matmul.
-Powers are ``exp(l * log z)``, exact for integer l whatever branch of log is taken.
+Powers are ``exp(l * log z)``, exact for integer l whatever branch of log is taken, computed as
+``|.| e^(i angle)`` from real exponentials and sines (:func:`cexp`: about 4x faster than PyTorch's
+complex ``exp`` on CPU, same rounding). The matmuls put the channel dimension first and fold any
+batch into the rows, so the shared power tables are never copied per batch row.
 """
 
 from __future__ import annotations
@@ -20,6 +23,22 @@ from __future__ import annotations
 import math
 
 import torch
+
+
+def cexp(w: torch.Tensor) -> torch.Tensor:
+    """``exp(w)`` for complex w through real exp, cos and sin (vectorised on CPU, unlike complex exp)."""
+    return torch.polar(torch.exp(w.real), w.imag)
+
+
+def _per_channel_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a (..., H, P, K) @ b (H, K, Q) -> (..., H, P, Q), as one (H, rows, K) batched matmul."""
+    if a.dim() == 3:
+        return torch.bmm(a, b)
+    lead = a.shape[:-3]
+    H, P, K = a.shape[-3:]
+    rows = a.reshape(-1, H, P, K).transpose(0, 1).reshape(H, -1, K)
+    out = torch.bmm(rows, b)  # (H, batch * P, Q)
+    return out.view(H, -1, P, b.shape[-1]).transpose(0, 1).reshape(*lead, H, P, b.shape[-1])
 
 
 class BlockedPowers:
@@ -34,7 +53,7 @@ class BlockedPowers:
 
     def _powers(self, exponents: torch.Tensor) -> torch.Tensor:
         """(P,) exponents -> (H, P, N): z^e."""
-        return torch.exp(exponents.to(self.log_z.dtype)[None, :, None] * self.log_z[:, None, :])
+        return cexp(exponents.to(self.log_z.dtype)[None, :, None] * self.log_z[:, None, :])
 
     def _table(self, kind: str, offset: int = 0) -> torch.Tensor:
         """Two exponentials tables, z^(i*L2) and z^j; the others are flips and products of them."""
@@ -47,12 +66,11 @@ class BlockedPowers:
                 t = self._powers(torch.arange(self.L2, device=dev))
             elif kind == "outer_t":  # z^((L1-1-i)*L2): (H, L1, N)
                 t = self._table("outer").flip(-2)
-            elif kind == "inner":  # z^(j+offset) as [Re ; -Im] stacked: (H, 2N, L2)
-                p = self._table("powers") * torch.exp(offset * self.log_z)[:, None, :]
-                t = torch.cat([p.real, -p.imag], dim=-1).transpose(-1, -2).contiguous()
-            else:  # "inner_t": z^(L2-1-m) as [Re | Im]: (H, L2, 2N)
-                p = self._table("powers").flip(-2)
-                t = torch.cat([p.real, p.imag], dim=-1)
+            elif kind == "inner":  # z^(j+offset) as interleaved rows Re, -Im: (H, 2N, L2)
+                p = self._table("powers") * cexp(offset * self.log_z)[:, None, :]
+                t = torch.stack([p.real, -p.imag], dim=-1).flatten(-2).transpose(-1, -2).contiguous()
+            else:  # "inner_t": z^(L2-1-m) as interleaved columns Re, Im: (H, L2, 2N)
+                t = torch.view_as_real(self._table("powers").flip(-2).contiguous()).flatten(-2)
             self._tables[key] = t
         return self._tables[key]
 
@@ -60,8 +78,10 @@ class BlockedPowers:
         """Re(sum_n coef z^(l + offset)) for l < L (<= self.L): (..., H, L) real."""
         L = self.L if L is None else L
         a = coef.unsqueeze(-2) * self._table("outer")  # (..., H, L1, N)
-        # Re(a @ p) = [Re a | Im a] @ [Re p ; -Im p]: one contiguous real matmul.
-        out = torch.cat([a.real, a.imag], dim=-1) @ self._table("inner", offset)  # (..., H, L1, L2)
+        # Re(a @ p) = a as interleaved (Re, Im) pairs @ p as interleaved rows (Re, -Im): one real
+        # matmul on a view of a, no copy.
+        a_pairs = torch.view_as_real(a).flatten(-2)  # (..., H, L1, 2N)
+        out = _per_channel_matmul(a_pairs, self._table("inner", offset))  # (..., H, L1, L2)
         return out.flatten(-2)[..., :L]
 
     def transpose(self, u: torch.Tensor) -> torch.Tensor:
@@ -73,9 +93,9 @@ class BlockedPowers:
             raise ValueError(f"expected length {self.L}, got {u.shape[-1]}")
         L1, L2 = self.L1, self.L2
         u_blocks = torch.nn.functional.pad(u, (L1 * L2 - self.L, 0)).unflatten(-1, (L1, L2))
-        part = u_blocks @ self._table("inner_t")  # (..., H, L1, 2N) = [Re | Im]
-        N = part.shape[-1] // 2
-        return (torch.complex(part[..., :N], part[..., N:]) * self._table("outer_t")).sum(-2)
+        part = _per_channel_matmul(u_blocks, self._table("inner_t"))  # (..., H, L1, 2N): (Re, Im) pairs
+        part = torch.view_as_complex(part.unflatten(-1, (-1, 2)))  # (..., H, L1, N), a view
+        return (part * self._table("outer_t")).sum(-2)
 
 
 def vandermonde(coef: torch.Tensor, z: torch.Tensor, L: int, offset: int = 0) -> torch.Tensor:
