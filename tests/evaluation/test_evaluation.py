@@ -11,12 +11,50 @@ from conftest import small_model
 def test_streaming_equals_one_long_window(kind):
     model = small_model(kind).double()
     tokens = np.random.default_rng(0).integers(0, 11, 2 * 48 + 1)
-    stream = evaluate(model, tokens, 8, "streaming", batch=2)
+    stream = evaluate(model, tokens, 8, "streaming", batch=2, context=48)  # a context holding the whole text
     whole = evaluate(model, tokens, 48, "zero", batch=2)
     assert stream["tokens"] == whole["tokens"] == 96
     assert stream["loss"] == pytest.approx(whole["loss"], abs=1e-10)
     short = evaluate(model, tokens, 8, "zero", batch=2)
     assert short["loss"] != pytest.approx(whole["loss"], abs=1e-6)  # zero state forgets context
+
+
+def test_streaming_attention_keeps_a_bounded_context(monkeypatch):
+    """Attention's KV cache never holds more than ``context`` tokens from earlier windows, so cost
+    and memory per window do not grow with the text; SSM layers still carry everything."""
+    from longssm.layers.attention import Attention
+
+    model = small_model("hybrid").double()
+    tokens = np.random.default_rng(0).integers(0, 11, 2 * 64 + 1)
+    seen = []
+    forward = Attention.forward
+
+    def spy(self, x, state=None, **kw):
+        seen.append(0 if state is None else state.k.shape[2])
+        return forward(self, x, state, **kw)
+
+    monkeypatch.setattr(Attention, "forward", spy)
+    bounded = evaluate(model, tokens, 8, "streaming", batch=2)
+    assert max(seen) == 8 and len(seen) == 8
+    seen.clear()
+    wider = evaluate(model, tokens, 8, "streaming", batch=2, context=24)
+    assert max(seen) == 24
+    assert bounded["loss"] != pytest.approx(wider["loss"], abs=1e-9)  # the context does reach attention
+
+
+def test_loss_over_chunks_of_logits_equals_the_whole(monkeypatch):
+    import torch
+    import torch.nn.functional as F
+
+    from longssm.evaluation import perplexity
+
+    model = small_model("hybrid").double()
+    tokens = np.random.default_rng(1).integers(0, 11, 2 * 32 + 1)
+    win = torch.from_numpy(np.stack([tokens[:33], tokens[32:65]]))
+    logits, _ = model(win[:, :-1])
+    whole = F.cross_entropy(logits.flatten(0, 1), win[:, 1:].flatten(), reduction="sum").item()
+    monkeypatch.setattr(perplexity, "LOGITS_PER_CHUNK", 5 * 11)  # 5 tokens of 11 logits per chunk
+    assert perplexity._nll(model, win, None, return_state=False)[0] == pytest.approx(whole, abs=1e-10)
 
 
 def test_eval_errors_and_perplexity():

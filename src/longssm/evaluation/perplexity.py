@@ -3,10 +3,15 @@
 * ``zero``: independent windows of ``eval_len`` tokens, each from the zero state (what a model
   trained with zero states sees in training);
 * ``streaming``: the text is read as ``batch`` consecutive streams in windows of ``eval_len``,
-  each window starting from the state the previous window left (detached): the model sees all
-  earlier context through its state (attention through its KV cache).
+  each window starting from the state the previous window left (detached): SSM layers see all
+  earlier context through their state; attention layers keep the KV cache of the last
+  ``context`` tokens (default ``eval_len``), so a token attends to between ``context`` and
+  ``context + eval_len - 1`` earlier tokens, and the cost and memory of a window do not grow with
+  the text read so far.
 
-Both report the mean negative log-likelihood in nats per predicted token (perplexity = exp).
+Both report the mean negative log-likelihood in nats per predicted token (perplexity = exp). The
+LM head and the loss run over chunks of tokens, so memory holds the window's hidden states but
+never the whole window's logits (batch x eval_len x vocabulary).
 """
 
 from __future__ import annotations
@@ -20,15 +25,19 @@ import torch.nn.functional as F
 
 from longssm.layers.state import detach_state
 from longssm.models import LanguageModel
+from longssm.models.state import bound_context
+
+LOGITS_PER_CHUNK = 1 << 24  # logits (tokens x vocabulary) held at once: 64 MiB in float32
 
 MODES = ("zero", "streaming")
 
 
 @torch.no_grad()
 def evaluate(model: LanguageModel, tokens: np.ndarray, eval_len: int, mode: str = "zero", *,
-             batch: int = 8, max_tokens: int | None = None, device="cpu",
+             batch: int = 8, max_tokens: int | None = None, context: int | None = None, device="cpu",
              progress: Callable[[int], None] | None = None) -> dict:
-    """Mean NLL over (at most ``max_tokens`` of) ``tokens`` at window length ``eval_len``."""
+    """Mean NLL over (at most ``max_tokens`` of) ``tokens`` at window length ``eval_len``;
+    ``context``: attention's KV cache kept across windows in streaming mode (default eval_len)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     n = tokens.size - 1 if max_tokens is None else min(tokens.size - 1, max_tokens)
@@ -45,7 +54,7 @@ def evaluate(model: LanguageModel, tokens: np.ndarray, eval_len: int, mode: str 
         nll, new_state = _nll(model, win, state, return_state=mode == "streaming")
         total += nll
         count += win[:, 1:].numel()
-        state = detach_state(new_state) if mode == "streaming" else None
+        state = bound_context(detach_state(new_state), context or eval_len) if mode == "streaming" else None
         if progress:
             progress(count)
     model.train(was_training)
@@ -84,14 +93,15 @@ def _round_robin(per_doc):
 @torch.no_grad()
 def evaluate_streams(model: LanguageModel, streams: np.ndarray, eval_len: int, mode: str = "zero",
                      order: str = "consecutive", *, seed: int = 0, tokens_per_forward: int = 1 << 16,
-                     device="cpu") -> dict:
+                     context: int | None = None, device="cpu") -> dict:
     """Mean NLL (nats/token) over ``streams`` (n, S + 1) cut into windows of ``eval_len`` (divides S).
 
     ``zero``: every window from the zero state (windows batched freely). ``streaming``: each
     stream's windows in ``order``, each window starting from the state the previous one left:
     ``consecutive`` is reading the text; ``shuffled`` visits the windows of every stream in a
     random order (seeded), so the carried state comes from unrelated text of the same book, the
-    check that a model really uses its state. In zero mode the order changes nothing.
+    check that a model really uses its state. In zero mode the order changes nothing. ``context``:
+    attention's KV cache kept across windows (default eval_len).
     """
     if mode not in MODES or order not in ORDERS:
         raise ValueError(f"mode must be one of {MODES} and order one of {ORDERS}, got {mode!r}, {order!r}")
@@ -117,14 +127,21 @@ def evaluate_streams(model: LanguageModel, streams: np.ndarray, eval_len: int, m
             win = torch.from_numpy(streams[np.arange(n)[:, None], starts[:, w, None] + cols]).to(device)
             nll, state = _nll(model, win, state)
             total += nll
-            state = detach_state(state)
+            state = bound_context(detach_state(state), context or eval_len)
     model.train(was_training)
     loss = total / (n * S)
     return {"mode": mode, "order": order, "eval_len": eval_len, "loss": loss, "tokens": n * S}
 
 
 def _nll(model, win, state, return_state=True):
-    """Summed NLL of win[:, 1:] given win[:, :-1] from ``state``, and the state left."""
-    logits, new_state = model(win[:, :-1], state, return_state=return_state)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, fp64 kept
-    return F.cross_entropy(logits.flatten(0, 1), win[:, 1:].flatten(), reduction="sum").item(), new_state
+    """Summed NLL of win[:, 1:] given win[:, :-1] from ``state``, and the state left; the head
+    and the loss run over chunks of at most LOGITS_PER_CHUNK logits."""
+    x, new_state = model.backbone(win[:, :-1], state, return_state=return_state)
+    x, targets = x.flatten(0, 1), win[:, 1:].flatten()
+    per = max(1, LOGITS_PER_CHUNK // model.config.vocab_size)
+    total = 0.0
+    for i in range(0, targets.numel(), per):
+        logits = model.head(x[i: i + per])
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, fp64 kept
+        total += F.cross_entropy(logits, targets[i: i + per], reduction="sum").item()
+    return total, new_state

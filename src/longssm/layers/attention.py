@@ -26,6 +26,11 @@ class KVCache(NamedTuple):
     v: torch.Tensor  # (batch, n_heads, cached_len, head_dim)
     pos: int  # absolute position of the next token
 
+    def last(self, n: int) -> "KVCache":
+        """The cache of the last ``n`` tokens only (a bounded context; positions keep counting)."""
+        keep = min(n, self.k.shape[2])
+        return KVCache(self.k[:, :, self.k.shape[2] - keep:], self.v[:, :, self.v.shape[2] - keep:], self.pos)
+
 
 def rotary(x: torch.Tensor, pos: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
     """Rotate pairs (i, i + head_dim/2) of x (..., L, head_dim) by angle pos * base^(-2i/head_dim)."""

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from longssm.layers.attention import KVCache
 from longssm.layers.state import detach_state, map_tensors
 
 
@@ -28,6 +29,12 @@ def carry(state: ModelState, carried: tuple[bool, ...]) -> ModelState:
     """The state handed to the next training segment: detached, non-carried layers dropped, the
     position restarted (each segment starts its own positions)."""
     return ModelState(tuple(detach_state(s) if c else None for s, c in zip(state.layers, carried)), 0)
+
+
+def bound_context(state: ModelState, tokens: int) -> ModelState:
+    """Attention layers keep only the last ``tokens`` of their KV cache (a fixed-size state like
+    the SSM layers', which keep everything they were given through their recurrence)."""
+    return ModelState(tuple(s.last(tokens) if isinstance(s, KVCache) else s for s in state.layers), state.pos)
 
 
 def reset_rows(state: ModelState, reset: torch.Tensor) -> ModelState:
