@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from longssm.cli.main import main
 from longssm.models import checkpoint as ckpt
@@ -144,6 +145,38 @@ def test_a_corrupted_newest_checkpoint_falls_back_to_the_newest_verified(tmp_pat
     assert any("resuming from step_0000003, the newest checkpoint that verifies" in m for m in said)
     assert steps_logged(run) == [1, 2, 3, 4, 5, 6]
     assert losses(run) == pytest.approx(losses(straight), abs=1e-6)
+
+
+@pytest.mark.parametrize("where", ["no space", "read-only"])
+def test_a_failed_checkpoint_write_keeps_the_previous_one_and_stops_clearly(tmp_path, monkeypatch, where):
+    """We run as root in CI, so permissions cannot make a folder read-only: the failure is injected
+    where the OS would raise it (ENOSPC while writing a file, EROFS when creating the folder)."""
+    import errno
+    import tempfile
+
+    run = tmp_path / "run"
+    train(config(tmp_path, run, checkpoint_every=2, steps=2), **QUIET)
+    if where == "no space":
+        real_save = torch.save
+
+        def full_disk(obj, f, *a, **kw):
+            real_save(obj, f, *a, **kw)  # a partial file is left, as a full disk leaves one
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        monkeypatch.setattr(torch, "save", full_disk)
+    else:
+        def read_only(*a, **kw):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(OSError, match=r"could not write the checkpoint of step 4 .*\((No space left on device|"
+                                      r"Read-only file system)\); the previous checkpoint .*step_0000002 is kept"):
+        train(config(tmp_path, run, checkpoint_every=2, steps=4), resume=True, **QUIET)
+    monkeypatch.undo()
+    root = run / "checkpoints"
+    assert (root / "latest").read_text().strip() == "step_0000002"
+    ckpt.verify(root / "step_0000002", ckpt.read_record(root / "step_0000002"))  # raises if damaged
+    assert not list(root.glob(".tmp*")) and not (root / "step_0000004").exists()
+    train(config(tmp_path, run, checkpoint_every=2, steps=4), resume=True, **QUIET)  # space back: it goes on
+    assert (root / "latest").read_text().strip() == "step_0000004"
 
 
 def test_shards_of_different_tokenizers_and_corrupted_manifests_are_named(tmp_path, capsys):

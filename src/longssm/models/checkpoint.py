@@ -38,8 +38,20 @@ def _sha256(path: Path) -> str:
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer, extra_state: dict,
                     record: dict[str, Any], keep: int = 2) -> Path:
-    """Write ``run_dir/checkpoints/step_{step}`` atomically and point ``latest`` at it."""
+    """Write ``run_dir/checkpoints/step_{step}`` atomically and point ``latest`` at it. A failed
+    write (read-only folder, no space left) removes its temporary folder, leaves the previous
+    checkpoint and ``latest`` as they were, and raises an OSError that says so."""
     root = Path(run_dir) / "checkpoints"
+    try:
+        return _write_checkpoint(root, step, model, optimizer, extra_state, record, keep)
+    except OSError as e:
+        latest = (root / "latest").read_text().strip() if (root / "latest").exists() else None
+        kept = f"the previous checkpoint {root / latest} is kept" if latest else "no earlier checkpoint exists"
+        raise OSError(f"could not write the checkpoint of step {step} in {root} ({e.strerror or e}); {kept}; "
+                      f"free space or make the folder writable, then resume") from None
+
+
+def _write_checkpoint(root: Path, step, model, optimizer, extra_state, record, keep) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".tmp-*"):  # a write that a killed process left half done
         shutil.rmtree(stale, ignore_errors=True)
@@ -58,8 +70,12 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, opti
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     pointer = root / ".latest.tmp"
-    pointer.write_text(final.name + "\n")
-    os.replace(pointer, root / "latest")
+    try:
+        pointer.write_text(final.name + "\n")
+        os.replace(pointer, root / "latest")
+    except BaseException:
+        pointer.unlink(missing_ok=True)
+        raise
     for old in sorted(p for p in root.glob("step_*") if p != final)[:-max(keep - 1, 0) or None]:
         shutil.rmtree(old, ignore_errors=True)
     return final
