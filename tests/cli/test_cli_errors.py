@@ -37,6 +37,7 @@ def bad_calls(out, d, tmp):
         ["train", "--config", str(tmp / "missing.toml")],
         ["eval", str(out), "--lengths", "0"],
         ["eval", str(out), "--batch", "-1"],
+        ["eval", str(out), "--context", "0"],
         ["eval", str(out), "--out", str(existing)],
         ["eval", str(tmp / "nowhere")],
         ["generate", str(out), "--prompt", ""],

@@ -72,7 +72,7 @@ def cmd_eval(args) -> int:
     from longssm.evaluation.perplexity import evaluate
     from longssm.models import load_model
 
-    _positive(lengths=min(args.lengths), batch=args.batch, max_tokens=args.max_tokens)
+    _positive(lengths=min(args.lengths), batch=args.batch, max_tokens=args.max_tokens, context=args.context)
     if args.out and Path(args.out).exists():
         raise ValueError(f"--out {args.out} exists; choose another path (results are never written over)")
     model, tokenizer, record, _ = load_model(args.checkpoint)
@@ -92,7 +92,7 @@ def cmd_eval(args) -> int:
             n = tokens.size - 1 if args.max_tokens is None else min(tokens.size - 1, args.max_tokens)
             with tqdm(total=n // args.batch // L * L * args.batch, unit="tok", unit_scale=True, leave=False,
                       desc=f"{mode} L={L}", disable=None) as bar:  # disable=None: only on a terminal
-                r = evaluate(model, tokens, L, mode, batch=args.batch, max_tokens=args.max_tokens,
+                r = evaluate(model, tokens, L, mode, batch=args.batch, max_tokens=args.max_tokens, context=args.context,
                              progress=lambda done: bar.update(done - bar.n))
             results.append(r)
             print(f"{mode:>9} L={L:<6} loss {r['loss']:.4f} nats/token  ppl {r['perplexity']:.3f}  ({r['tokens']:,} tokens)")

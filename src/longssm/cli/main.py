@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", nargs="+", default=["zero", "streaming"], choices=["zero", "streaming"])
     p.add_argument("--batch", type=int, default=8, help="parallel streams / windows per batch")
     p.add_argument("--max-tokens", type=int, default=None, help="evaluate at most this many tokens")
+    p.add_argument("--context", type=int, default=None,
+                   help="streaming: earlier tokens attention layers keep in their KV cache (default: the window "
+                        "length); SSM layers always carry all earlier context in their state")
     p.add_argument("--out", help="write the results as JSON here")
     _add_reading_options(p)
     p.set_defaults(func=lambda a: _commands().cmd_eval(a))
