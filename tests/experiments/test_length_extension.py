@@ -118,3 +118,10 @@ def test_run_all_keeps_finished_runs(tmp_path):
     md = out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").stat().st_size > 0 and ": holds" in md
     assert "| h3 | zero | 16 | 1.234 | 0.50 | 2 |" in md  # the stability table from the committed stats
+    # the header names the files these runs used, not the default books
+    assert f"validated on 1 files in `{tmp_path / 'valid'}` (1,050 tokens: b.txt)" in md and "Gutenberg" not in md
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "c.txt").write_text("other validation text " * 50)
+    with pytest.raises(ValueError, match="holds runs on other data"):
+        run_all(dataclasses.replace(cfg, valid=(str(other),)), out, progress=lambda *_: None)

@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     from longssm.experiments.length_extension import MODELS, LengthExtensionConfig
 
     d = LengthExtensionConfig()
-    p = sub.add_parser("experiment", help="paper experiments (length-extension)")
+    p = sub.add_parser("experiment", help="paper experiments (length-extension, smr, lm-compare)")
     esub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     q = esub.add_parser(
         "length-extension", help="LongSSM: train at short T with zero or previous states, evaluate up to 16K",
@@ -46,6 +46,7 @@ def add_parser(sub) -> None:
     q.formatter_class = argparse.RawDescriptionHelpFormatter
     q.set_defaults(func=run)
     add_smr(esub)
+    add_lm_compare(esub)
 
 
 def _table(args, section: str, cls, quick: dict, flags: dict):
@@ -84,6 +85,63 @@ def add_smr(esub) -> None:
                 + describe(SMRExperimentConfig, "smr"))
     q.formatter_class = argparse.RawDescriptionHelpFormatter
     q.set_defaults(func=run_smr)
+
+
+def add_lm_compare(esub) -> None:
+    from longssm.configs import describe
+    from longssm.experiments.lm_compare import LMCompareConfig
+
+    q = esub.add_parser(
+        "lm-compare", help="H3 Table 3 at CPU scale: S4D, H3, Transformer, hybrid, Mamba on Gutenberg (BPE 8K)",
+        description="Train every model (about equal non-embedding parameters) on the same tokens of the Gutenberg "
+                    "training books: a learning-rate sweep per model, then the final runs at each model's best rate, "
+                    "one per seed; score them on the validation books and write OUT.json (merged records; finished "
+                    "cells are skipped and interrupted ones resume from their checkpoints), OUT.md and OUT.png.")
+    q.add_argument("--quick", action="store_true",
+                   help="1 seed, 600 steps, no sweep (lr 1e-3 for every model); about 30 minutes on 2 cores")
+    q.add_argument("--models", nargs="+", help="s4d h3 transformer hybrid mamba (default: all)")
+    q.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2 (--quick: 0)")
+    q.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes (threads split among them)")
+    q.add_argument("--out", default=None,
+                   help="OUT.json / OUT.md / OUT.png; default results/lm_compare (--quick: results/lm_compare_quick)")
+    q.add_argument("--config", help="TOML file whose [lm_compare] table sets the keys below")
+    q.add_argument("--set", action="append", metavar="lm_compare.KEY=VALUE", help="override one key (repeatable; TOML values)")
+    q.epilog = ("keys ([lm_compare] table of --config, or --set; --quick, then the file, then --set, then the flags "
+                "above):\n" + describe(LMCompareConfig, "lm_compare"))
+    q.formatter_class = argparse.RawDescriptionHelpFormatter
+    q.set_defaults(func=run_lm_compare)
+
+
+def run_lm_compare(args) -> int:
+    from longssm.experiments.lm_compare import QUICK, LMCompareConfig, run_all
+    from longssm.experiments.lm_compare_report import plot, report
+
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    flags = {"models": args.models and tuple(args.models), "seeds": args.seeds and tuple(args.seeds)}
+    cfg = _table(args, "lm_compare", LMCompareConfig, QUICK, flags)
+    for src in (*cfg.train, *cfg.valid):
+        if not Path(src).exists():
+            raise FileNotFoundError(f"{src} does not exist (the Gutenberg books live in ../shared/data/gutenberg; "
+                                    f"set lm_compare.train / lm_compare.valid)")
+    out = Path(args.out or ("results/lm_compare_quick" if args.quick else "results/lm_compare"))
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("train", "valid", "runs_dir")}
+    header = ("# Language models on Gutenberg: S4D, H3, Transformer, H3-attention hybrid, Mamba\n\n"
+              f"`longssm experiment lm-compare{' --quick' if args.quick else ''}`: H3 paper section 5.2 / Table 3 at "
+              f"CPU scale. Training books `{'`, `'.join(cfg.train)}`, validation books `{'`, `'.join(cfg.valid)}`, "
+              f"a byte-level BPE of {cfg.bpe_vocab_size:,} tokens trained on the training books; every model sees the "
+              "same tokens in the same order with the same schedule. Models: `LM_COMPARE_MODELS` in "
+              "`longssm.models.presets` (Transformer with rotary positions). Settings: `" + json.dumps(settings) + "`.")
+
+    def outputs(records):
+        out.with_suffix(".md").write_text(report(records, header))
+        plot(records, out.with_suffix(".png"))
+
+    records = run_all(cfg, out.with_suffix(".json"), jobs=args.jobs, on_records=outputs)
+    if records:
+        outputs(records)
+    print(f"wrote {out}.json ({len(records)} records), {out}.md, {out}.png")
+    return 0
 
 
 def run_smr(args) -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from longssm.experiments.records import write_atomic
-from longssm.experiments.workers import die_with_parent
+from longssm.experiments.workers import peak_memory_mb, run_cells
 from longssm.experiments.length_extension_report import plot, report, stats_key, training_stats
 from longssm.models import model_config
 from longssm.models.presets import LENGTH_EXTENSION_MODELS as MODELS
@@ -105,17 +105,6 @@ def run_config(cfg: LengthExtensionConfig, model: str, T: int, init: str) -> dic
     }
 
 
-def _memory_mb(key: str) -> float:
-    """CUDA: peak allocated by tensors (0 before training). CPU: ``key`` (VmRSS / VmHWM) of this
-    process, which includes the Python interpreter, torch and the data preparation."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key + ":"))
-
-
 def run_one(cfg: LengthExtensionConfig, model_name: str, T: int, init: str) -> list[dict]:
     """Train one run (resuming a finished or interrupted one) and evaluate it; one process."""
     import torch
@@ -127,10 +116,10 @@ def run_one(cfg: LengthExtensionConfig, model_name: str, T: int, init: str) -> l
     from longssm.training.loop import train
 
     run = resolve(run_config(cfg, model_name, T, init))
-    base = _memory_mb("VmRSS")
+    base = peak_memory_mb("VmRSS")
     t0 = time.time()
     train(run, resume="auto", progress=False, log=lambda *_: None)
-    seconds, peak = time.time() - t0, _memory_mb("VmHWM")
+    seconds, peak = time.time() - t0, peak_memory_mb("VmHWM")
     model, _, record, _ = load_model(run.train.out_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
@@ -193,31 +182,46 @@ def run_all(cfg: LengthExtensionConfig, out: Path, *, jobs: int = 1, progress=pr
 
     # Tokenise once here: parallel runs would otherwise race to fill the same cache.
     data = resolve(run_config(cfg, cfg.models[0], cfg.train_lens[0], "zero")).data
-    prepare_splits(data, data.cache_dir, log=progress)
+    shards = prepare_splits(data, data.cache_dir, log=progress)
     csv_path, stats_path = out.with_suffix(".csv"), stats_file(out)
     rows = read_rows(csv_path)
     stats = read_stats(stats_path)
+    described = describe_data(*shards)
+    if rows and stats.get("data") not in (None, described):
+        raise ValueError(f"{csv_path} holds runs on other data ({stats['data']['valid']}); "
+                         f"give another --out for this data")
+    stats["data"] = described
     done = {(r["model"], r["train_len"], r["state_init"]) for r in rows}
     todo = [(m, T, i) for m in cfg.models for T in cfg.train_lens for i in cfg.state_inits if (m, T, i) not in done]
     todo.sort(key=lambda r: (r[1], r[2] != "previous"))  # slowest first (short T, carried states)
     if todo:
-        ctx = multiprocessing.get_context("spawn")
         threads = max(1, (multiprocessing.cpu_count() // max(1, jobs)))
-        with ctx.Pool(max(1, jobs), initializer=die_with_parent, maxtasksperchild=1) as pool:
-            results = pool.imap_unordered(_child, [(cfg, m, T, i, threads) for m, T, i in todo])
-            for k, new in enumerate(results, 1):
-                r = new[0]
-                rows += new
-                write_rows(csv_path, rows)
-                run_dir = Path(cfg.runs_dir) / f"{r['model']}-T{r['train_len']}-{r['state_init']}"
-                stats[stats_key(r["model"], r["state_init"], r["train_len"])] = training_stats(run_dir / "metrics.jsonl")
-                write_atomic(stats_path, json.dumps(stats, indent=1, sort_keys=True) + "\n")
-                _write_outputs(rows, stats, cfg, out)
-                progress(f"[{k}/{len(todo)}] {r['model']} T={r['train_len']} {r['state_init']}: trained "
-                         f"{r['train_tokens']:,} tokens in {r['train_seconds']:.0f} s, peak {r['peak_train_mb']:.0f} MB")
+        finished = 0
+
+        def done(new):
+            nonlocal rows, finished
+            r, finished = new[0], finished + 1
+            rows += new
+            write_rows(csv_path, rows)
+            run_dir = Path(cfg.runs_dir) / f"{r['model']}-T{r['train_len']}-{r['state_init']}"
+            stats[stats_key(r["model"], r["state_init"], r["train_len"])] = training_stats(run_dir / "metrics.jsonl")
+            write_atomic(stats_path, json.dumps(stats, indent=1, sort_keys=True) + "\n")
+            _write_outputs(rows, stats, cfg, out)
+            progress(f"[{finished}/{len(todo)}] {r['model']} T={r['train_len']} {r['state_init']}: trained "
+                     f"{r['train_tokens']:,} tokens in {r['train_seconds']:.0f} s, peak {r['peak_train_mb']:.0f} MB")
+
+        run_cells(_child, [(cfg, m, T, i, threads) for m, T, i in todo], jobs=jobs, on_done=done)
     elif rows:
+        write_atomic(stats_path, json.dumps(stats, indent=1, sort_keys=True) + "\n")
         _write_outputs(rows, stats, cfg, out)
     return rows
+
+
+def describe_data(train, valid) -> dict:
+    """What a grid was trained and evaluated on, from the prepared shards' manifests: the source
+    files (as given), their token counts and the tokenizer's hash."""
+    files = lambda shard: [[src["name"], src["tokens"]] for src in shard.manifest["sources"]]
+    return {"train": files(train), "valid": files(valid), "tokenizer_hash": train.manifest["tokenizer_hash"]}
 
 
 def stats_file(out: Path) -> Path:

@@ -91,8 +91,8 @@ def report(rows: list[dict], cfg, stats: dict) -> str:
     meta = {(r["model"], r["state_init"], r["train_len"]): r for r in rows}
     lines = [
         "# Length extension: zero- vs previous-initialised hidden states (LongSSM)", "",
-        "`longssm experiment length-extension` on the Gutenberg books (`../shared/data/gutenberg`, byte "
-        "tokens: 12 training books, 4 validation books). Loss in nats per byte on the validation books; "
+        f"`longssm experiment length-extension`, byte tokens. {_data_line(stats.get('data'))} Loss in nats "
+        f"per byte on the validation files; "
         f"evaluation lengths {shortest} ... {longest}. Each row's model size and training tokens are in "
         f"the table; shared settings: `{json.dumps(_cfg_summary(cfg))}`.", "",
         "Modes: **zero** = independent windows of L tokens from the zero state; **streaming** = the "
@@ -137,6 +137,17 @@ def training_stats(path: Path) -> dict | None:
     losses = [r["loss"] for r in logs]
     return {"final_loss": sum(losses[-3:]) / len(losses[-3:]), "max_grad_norm": max(r["grad_norm"] for r in logs),
             "spikes": sum(b - a > 0.3 for a, b in zip(losses, losses[1:]))}
+
+
+def _data_line(data: dict | None) -> str:
+    """The training and validation files a grid used, from its recorded description."""
+    if not data:
+        return "The data were not recorded with these results."
+    def files(entries):
+        folders = sorted({str(Path(name).parent) for name, _ in entries})
+        names = ", ".join(Path(name).name for name, _ in entries)
+        return f"{len(entries)} files in `{'`, `'.join(folders)}` ({sum(n for _, n in entries):,} tokens: {names})"
+    return f"Trained on {files(data['train'])}; validated on {files(data['valid'])}."
 
 
 def _cfg_summary(cfg):

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from longssm.experiments.records import read_records, write_atomic
 from longssm.experiments.smr import SMRExperimentConfig, Task, run_cell, validate
-from longssm.experiments.workers import die_with_parent
+from longssm.experiments.workers import run_cells
 
 
 def cell_key(r: dict) -> tuple:
@@ -70,15 +70,6 @@ def run_grid(cfg: SMRExperimentConfig, out: Path, *, jobs: int = 1, commit: str 
             on_records(records)
         bar.update()
 
-    if jobs > 1 and len(todo) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent) as pool:
-            for fut in as_completed([pool.submit(_cell, job) for job in todo]):
-                finished(fut.result())
-    else:
-        for job in todo:
-            finished(_cell(job))
+    run_cells(_cell, todo, jobs=jobs, on_done=finished, fresh=False)  # workers keep their task data
     bar.close()
     return records

@@ -15,3 +15,37 @@ def die_with_parent() -> None:
     workers end when their task queue breaks)."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def run_cells(fn, jobs_args: list, *, jobs: int = 1, on_done=None, fresh: bool = True) -> None:
+    """``fn(args)`` for every ``args`` in ``jobs_args`` in ``jobs`` spawned workers that die with
+    this process. ``fresh``: a new worker for every cell, so each cell's peak memory is its own;
+    otherwise workers are reused, and a single job (or cell) runs in this process.
+    ``on_done(result)`` runs here after each cell, in completion order."""
+    if not fresh and (jobs <= 1 or len(jobs_args) <= 1):
+        for args in jobs_args:
+            result = fn(args)
+            if on_done:
+                on_done(result)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max(1, jobs), mp_context=ctx, initializer=die_with_parent,
+                             max_tasks_per_child=1 if fresh else None) as pool:
+        for fut in as_completed([pool.submit(fn, args) for args in jobs_args]):
+            result = fut.result()
+            if on_done:
+                on_done(result)
+
+
+def peak_memory_mb(key: str = "VmHWM") -> float:
+    """CUDA: peak memory allocated by tensors. CPU: ``key`` (VmHWM peak, VmRSS now) of this process,
+    which includes the interpreter, torch and any data preparation."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key + ":"))

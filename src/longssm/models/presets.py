@@ -108,6 +108,30 @@ SYNTHETIC_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "h3-diag-only": ("h3-diag-only", {}),
     "h3-no-gate": ("h3-no-gate", {}),
 }
+#: H3's language-model comparison (section 5.2, Table 3) at CPU scale: every row at about the same
+#: non-embedding parameter count at d_model 256 (``lm_compare_config``). Depths follow the
+#: paper's sizing: S4D blocks (2d^2 GLU output) are lighter than H3's, so 7 of them; Mamba blocks
+#: have no MLP, so twice the layers (Gu & Dao 2023, Table 12). The Transformer (rotary positions)
+#: widens its MLP to 4.5d so its blocks match the H3 blocks' SSM parameters; the hybrid puts
+#: attention at layers 2 and 5 of 6, the 125M hybrid's layers 2 and 9 of 12 scaled to 6.
+LM_COMPARE_MODELS: dict[str, tuple[str, int, dict[str, Any]]] = {
+    "s4d": ("s4d", 7, {}),
+    "h3": ("h3", 6, {}),
+    "transformer": ("attention", 6, {"mlp_ratio": 4.5}),
+    "hybrid": ("h3", 6, {"attention_at": (1, 4)}),
+    "mamba": ("mamba", 12, {}),
+}
+
+
+def lm_compare_config(name: str, *, vocab_size: int, d_model: int = 256) -> ModelConfig:
+    """A row of LM_COMPARE_MODELS at width ``d_model`` (attention heads of 64 channels)."""
+    if name not in LM_COMPARE_MODELS:
+        raise ValueError(f"unknown lm-compare model {name!r}; available: {', '.join(LM_COMPARE_MODELS)}")
+    arch, n_layer, kw = LM_COMPARE_MODELS[name]
+    return model_config(arch, vocab_size=vocab_size, d_model=d_model, n_layer=n_layer,
+                        attention={"n_heads": max(1, d_model // 64)}, **kw)
+
+
 #: Length extension (LongSSM): Mamba blocks without an MLP, H3 blocks with one, LayerNorm in both
 #: (as the committed results were run).
 LENGTH_EXTENSION_MODELS: dict[str, tuple[str, dict[str, Any]]] = {

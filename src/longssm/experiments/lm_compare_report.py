@@ -1,0 +1,102 @@
+"""The language-model comparison's report (markdown) and plot, from its records alone."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from longssm.experiments.lm_compare import PAPER_PPL
+
+ORDER = ("hybrid", "transformer", "h3", "s4d", "mamba")
+
+
+def _final(records: list[dict]) -> dict[str, list[dict]]:
+    """The final runs per model, at the most common step count (a grid changed mid-way keeps its
+    other runs in the file but out of the table)."""
+    finals = [r for r in records if r["phase"] == "final"]
+    if not finals:
+        return {}
+    steps = statistics.mode(r["steps"] for r in finals)
+    by: dict[str, list[dict]] = {}
+    for r in finals:
+        if r["steps"] == steps:
+            by.setdefault(r["model"], []).append(r)
+    return by
+
+
+def _mean_std(values: list[float], fmt: str) -> str:
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+
+
+def ordering(by: dict[str, list[dict]]) -> list[str]:
+    """Models from lowest to highest mean validation loss."""
+    return sorted(by, key=lambda m: statistics.mean(r["val_loss"] for r in by[m]))
+
+
+def report(records: list[dict], header: str) -> str:
+    by = _final(records)
+    lines = [header, ""]
+    if by:
+        lines += ["## Final runs", "",
+                  "| model | seeds | lr | non-embedding params | params | tokens | val loss (nats/token) | val ppl | "
+                  "tokens/s | peak MB | paper ppl (125M, OpenWebText) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for m in sorted(by, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
+            rs = by[m]
+            lines.append(
+                f"| {m} | {len(rs)} | {rs[0]['lr']:g} | {rs[0]['non_embedding_params']:,} | {rs[0]['params']:,} | "
+                f"{rs[0]['train_tokens']:,} | {_mean_std([r['val_loss'] for r in rs], '.4f')} | "
+                f"{_mean_std([r['val_ppl'] for r in rs], '.2f')} | {_mean_std([r['tokens_per_s'] for r in rs], ',.0f')} | "
+                f"{max(r['peak_mb'] for r in rs):.0f} | {PAPER_PPL.get(m, '—')} |")
+        order = ordering(by)
+        paper = [m for m in ("hybrid", "transformer", "h3", "s4d") if m in by]
+        ours = [m for m in order if m in paper]
+        lines += ["", f"Ordering here (lowest loss first): {' < '.join(order)}. The paper's: hybrid < transformer < "
+                      f"h3 < s4d; among the models run here it {'holds' if ours == paper else 'does not hold'}"
+                      f" ({' < '.join(ours)}).",
+                  "", "Mean ± standard deviation over seeds; validation: zero-state windows of the training length "
+                      "on the validation books; tokens/s: training throughput of the run on its torch threads "
+                      f"({by[order[0]][0].get('threads', '?')} per run); peak MB: the run's process peak resident memory (VmHWM, CPU)."]
+    sweep = [r for r in records if r["phase"] == "sweep"]
+    if sweep:
+        lrs = sorted({r["lr"] for r in sweep})
+        lines += ["", "## Learning-rate sweep", "",
+                  f"Seed 0, {sweep[0]['steps']} steps ({sweep[0]['train_tokens']:,} tokens) per run; validation loss "
+                  "(nats/token); the lowest of each row (bold) is that model's rate in the final runs.", "",
+                  "| model | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|---|" + "---:|" * len(lrs)]
+        for m in sorted({r["model"] for r in sweep}, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
+            row = {r["lr"]: r["val_loss"] for r in sweep if r["model"] == m}
+            best = min(row.values())
+            cell = lambda v: "" if v is None else (f"**{v:.4f}**" if v == best else f"{v:.4f}")
+            lines.append(f"| {m} | " + " | ".join(cell(row.get(lr)) for lr in lrs) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: list[dict], path: Path) -> None:
+    """Validation loss against training tokens, one line per model (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = _final(records)
+    if not by:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m in sorted(by, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
+        points: dict[int, list[float]] = {}
+        for r in by[m]:
+            for tokens, loss in r["curve"]:
+                points.setdefault(tokens, []).append(loss)
+        xs = sorted(points)
+        ax.plot(xs, [statistics.mean(points[x]) for x in xs], label=f"{m} ({len(by[m])} seed{'s' * (len(by[m]) > 1)})")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("Gutenberg, BPE 8K: validation loss while training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

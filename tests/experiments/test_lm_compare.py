@@ -1,0 +1,75 @@
+"""The language-model comparison: equal-size rows, the sweep picks the rates of the final runs,
+finished cells are kept, and the report reads the numbers it is given."""
+
+import json
+import statistics
+
+import pytest
+import torch
+
+from longssm.experiments.lm_compare import LMCompareConfig, best_lrs, plan, run_all, validate
+from longssm.experiments.lm_compare_report import report
+from longssm.models import LanguageModel, count_parameters
+from longssm.models.presets import LM_COMPARE_MODELS, lm_compare_config
+
+
+def test_rows_have_equal_non_embedding_parameters_within_5_percent():
+    counts = {}
+    for name in LM_COMPARE_MODELS:
+        with torch.device("meta"):
+            m = LanguageModel(lm_compare_config(name, vocab_size=8192))
+        counts[name] = count_parameters(m) - m.backbone.embedding.weight.numel()
+    mean = statistics.mean(counts.values())
+    assert all(abs(c / mean - 1) <= 0.05 for c in counts.values()), counts
+    assert lm_compare_config("hybrid", vocab_size=8192).mixers == ("h3", "attention", "h3", "h3", "attention", "h3")
+
+
+def _rec(phase, model, lr, seed, steps, loss):
+    return {"phase": phase, "model": model, "lr": lr, "seed": seed, "steps": steps, "val_loss": loss,
+            "val_ppl": 2.718 ** loss, "params": 10, "non_embedding_params": 5, "train_tokens": steps * 64,
+            "tokens_per_s": 100.0, "peak_mb": 50.0, "curve": [[64, loss + 1], [steps * 64, loss]]}
+
+
+def test_the_sweep_comes_first_and_picks_each_models_rate():
+    cfg = LMCompareConfig(models=("h3", "s4d"), seeds=(0, 1), sweep_lrs=(1e-3, 3e-3), sweep_steps=5, steps=9)
+    assert plan(cfg, []) == [("sweep", m, lr, 0) for m in ("h3", "s4d") for lr in (1e-3, 3e-3)]
+    sweep = [_rec("sweep", "h3", 1e-3, 0, 5, 2.0), _rec("sweep", "h3", 3e-3, 0, 5, 1.5),
+             _rec("sweep", "s4d", 1e-3, 0, 5, 2.5), _rec("sweep", "s4d", 3e-3, 0, 5, 2.9)]
+    assert best_lrs(sweep, 5) == {"h3": 3e-3, "s4d": 1e-3}
+    assert plan(cfg, sweep[:3]) == [("sweep", "s4d", 3e-3, 0)]  # the final runs wait for the whole sweep
+    assert plan(cfg, sweep) == [("final", "h3", 3e-3, 0), ("final", "h3", 3e-3, 1), ("final", "s4d", 1e-3, 0),
+                                ("final", "s4d", 1e-3, 1)]
+    finals = [_rec("final", "h3", 3e-3, 0, 9, 1.2), _rec("final", "h3", 3e-3, 1, 9, 1.4),
+              _rec("final", "s4d", 1e-3, 0, 9, 1.9)]
+    assert plan(cfg, sweep + finals) == [("final", "s4d", 1e-3, 1)]
+    md = report(sweep + finals, "# test")
+    assert "| h3 | 2 | 0.003 |" in md and "1.3000 ± 0.1414" in md and "| **1.5000** |" in md
+    assert "Ordering here (lowest loss first): h3 < s4d" in md and "it holds (h3 < s4d)" in md
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="unknown model"):
+        validate(LMCompareConfig(models=("gpt5",)))
+    with pytest.raises(ValueError, match="lm_compare.steps must be >= 1"):
+        validate(LMCompareConfig(steps=0))
+
+
+@pytest.mark.slow
+def test_a_tiny_grid_runs_resumes_and_reports(tmp_path):
+    from conftest import corpus
+
+    d = corpus(tmp_path)
+    cfg = LMCompareConfig(models=("h3", "transformer"), seeds=(0,), d_model=16, seq_len=16, batch_size=2,
+                          steps=6, warmup_steps=1, sweep_lrs=(1e-3, 1e-2), sweep_steps=3, eval_every=3,
+                          eval_tokens=256, bpe_vocab_size=300, train=(str(d / "doc*.txt"),),
+                          valid=(str(d / "valid.txt"),), runs_dir=str(tmp_path / "runs"))
+    out = tmp_path / "lm.json"
+    records = run_all(cfg, out, progress=lambda *_: None)
+    assert sorted((r["phase"], r["model"]) for r in records) == sorted(
+        [("sweep", m) for m in ("h3", "transformer") for _ in range(2)] + [("final", "h3"), ("final", "transformer")])
+    final = [r for r in records if r["phase"] == "final"]
+    assert all(r["steps"] == 6 and r["train_tokens"] == 6 * 32 and len(r["curve"]) == 2 for r in final)
+    assert all(r["lr"] == best_lrs(records, 3)[r["model"]] for r in final)
+    mtime = out.stat().st_mtime_ns
+    assert run_all(cfg, out, progress=lambda *_: None) == records and out.stat().st_mtime_ns == mtime  # nothing rerun
+    assert json.loads(out.read_text()) == records
