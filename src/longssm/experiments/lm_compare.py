@@ -45,7 +45,7 @@ class LMCompareConfig:
     """Training and evaluation window (tokens)."""
     batch_size: int = 16
     """Rows per step."""
-    steps: int = 3000
+    steps: int = 1200
     """Optimiser steps of a final run."""
     warmup_steps: int = 100
     """Linear warm-up steps (cosine decay to 10% after)."""
@@ -53,7 +53,7 @@ class LMCompareConfig:
     """Run the learning-rate sweep first and train the final runs at each model's best rate."""
     sweep_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
     """Learning rates of the sweep."""
-    sweep_steps: int = 600
+    sweep_steps: int = 300
     """Optimiser steps of a sweep run."""
     lrs: dict[str, float] = field(default_factory=lambda: {"s4d": 1e-3, "h3": 1e-3, "transformer": 1e-3,
                                                           "hybrid": 1e-3, "mamba": 1e-3})
@@ -72,7 +72,7 @@ class LMCompareConfig:
     """Where each run's folder (checkpoints, metrics) lives."""
 
 
-QUICK = dict(seeds=(0,), steps=600, sweep=False, eval_every=50, eval_tokens=65536)
+QUICK = dict(seeds=(0,), steps=250, sweep=False, eval_every=25, eval_tokens=65536)
 
 
 def validate(cfg: LMCompareConfig) -> None:
@@ -202,7 +202,7 @@ def run_all(cfg: LMCompareConfig, out: Path, *, jobs: int = 1, progress=print, o
     prepare(cfg, log=progress)
     threads = max(1, multiprocessing.cpu_count() // max(1, jobs))
     for _ in range(2):  # the sweep, then the final runs it picks the rates for
-        todo = plan(cfg, records)
+        todo = sorted(plan(cfg, records), key=lambda c: c[1] != "mamba")  # the slowest model first
         if not todo:
             break
         count = [0]
