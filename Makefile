@@ -2,15 +2,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TORCH_PIN := torch==2.13.0
 
 .PHONY: venv test demo bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# Pin torch first so that resolving the package's `torch>=2.4` range installs nothing more.
-	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# Pin torch first, then install under constraints.txt (the same pin), so that resolving the
+	# package's `torch>=2.4` range or an extra's own torch requirement installs nothing more.
+	$(PY) -m pip install --quiet -c constraints.txt torch
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	touch $@
 
 venv: $(VENV)/.installed

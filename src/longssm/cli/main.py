@@ -8,31 +8,6 @@ import sys
 import longssm
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from longssm.evaluation.bench_kernels import BenchConfig, run
-
-    out = Path(args.out or f"results/bench_{args.suite}.json")
-    if args.suite == "eval":
-        from longssm.evaluation import bench_eval
-
-        if (args.warmup or 1) < 1 or (args.repeats or 3) < 1:
-            raise ValueError("--warmup and --repeats must be >= 1")
-        bench_eval.run(out, quick=args.quick, warmup=args.warmup or 1, repeats=args.repeats or 3,
-                       progress=lambda line: print(line, flush=True))
-        print(f"wrote {out}")
-        return 0
-    cfg = BenchConfig.quick() if args.quick else BenchConfig()
-    overrides = {k: v for k, v in (("warmup", args.warmup), ("repeats", args.repeats)) if v is not None}
-    cfg = BenchConfig(**{**cfg.__dict__, **overrides})
-    if cfg.warmup < 1 or cfg.repeats < 1:
-        raise ValueError("--warmup and --repeats must be >= 1")
-    run(cfg, out, progress=lambda line: print(line, flush=True))
-    print(f"wrote {out}")
-    return 0
-
-
 def _commands():
     from longssm.cli import commands
 
@@ -155,17 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_experiment(sub)
 
-    p = sub.add_parser("bench", help="benchmark kernels and evaluation against their alternatives",
-                       description="Time contenders side by side in one process (warm-ups, then interleaved "
-                                   "medians), print a table and write JSON. kernels: our kernels and layers against "
-                                   "the real alternatives; eval: streaming against zero-state evaluation.")
-    p.add_argument("suite", choices=["kernels", "eval"], help="which benchmark suite to run")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up runs per case (default: kernels 3, eval 1)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed runs per case, median reported (default: kernels 5, eval 3)")
-    p.add_argument("--out", default=None, help="JSON output path (default results/bench_SUITE.json)")
-    p.set_defaults(func=_bench)
+    from longssm.cli.bench import add_parser as add_bench
+
+    add_bench(sub)
     return parser
 
 

@@ -48,9 +48,9 @@ def format_record(r: dict) -> str:
 
 
 def run(out: Path | None, *, quick: bool = False, warmup: int = 1, repeats: int = 3, progress=print) -> list[dict]:
-    batch, per_stream = 8, 1024 if quick else 16384
+    batch, per_stream = 8, 256 if quick else 16384
     tokens = np.random.default_rng(0).integers(0, 256, batch * per_stream + 1).astype(np.uint16)
-    lengths = (256,) if quick else (256, 1024)
+    lengths = (64,) if quick else (256, 1024)
     records = []
     for preset in PRESETS:
         for L in lengths:

@@ -1,0 +1,70 @@
+"""``longssm bench SUITE``: benchmarks that time contenders side by side in one process."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+SUITES = {
+    "kernels": "our kernels and layers against the real alternatives (FFT conv, S4D kernel, scans, attention)",
+    "eval": "streaming against zero-state evaluation of the same tokens",
+    "generate": "decode latency vs context and prompt throughput: our 125M presets, transformers' GPT-2 and "
+                "Mamba, mambapy",
+    "train": "forward+backward tokens/s: our Mamba vs transformers' Mamba and mambapy; our H3, hybrid and "
+             "Transformer vs transformers' GPT-2",
+}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks: ours beside the alternatives, side by side",
+                       description="Time contenders side by side in one process (warm-ups, then interleaved "
+                                   "medians), print a table and write JSON. Suites:\n" +
+                                   "\n".join(f"  {k:<9} {v}" for k, v in SUITES.items()) +
+                                   "\nPeers (transformers, mambapy) come with: pip install 'longssm[bench]'; "
+                                   "a missing one is reported as skipped.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("suite", choices=list(SUITES), help="which benchmark suite to run")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up runs per case (kernels, eval, generate)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per case, median reported")
+    p.add_argument("--contenders", nargs="+", default=None, help="generate / train: only these contenders")
+    p.add_argument("--out", default=None, help="JSON output path (default results/bench_SUITE.json)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("warmup", "repeats"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    out = Path(args.out or f"results/bench_{args.suite}.json")
+    say = lambda line: print(line, flush=True)
+    if args.suite == "kernels":
+        from longssm.evaluation.bench_kernels import BenchConfig, run as bench
+
+        cfg = BenchConfig.quick() if args.quick else BenchConfig()
+        overrides = {k: v for k, v in (("warmup", args.warmup), ("repeats", args.repeats)) if v is not None}
+        bench(BenchConfig(**{**cfg.__dict__, **overrides}), out, progress=say)
+    elif args.suite == "eval":
+        from longssm.evaluation import bench_eval
+
+        bench_eval.run(out, quick=args.quick, warmup=args.warmup or 1, repeats=args.repeats or 3, progress=say)
+    elif args.suite == "generate":
+        import dataclasses
+
+        from longssm.evaluation.bench_generate import GenerateBenchConfig, run as bench
+
+        cfg = GenerateBenchConfig.quick() if args.quick else GenerateBenchConfig()
+        changes = {k: v for k, v in (("warmup", args.warmup), ("steps", args.repeats),
+                                     ("contenders", args.contenders and tuple(args.contenders))) if v is not None}
+        bench(dataclasses.replace(cfg, **changes), out, progress=say)
+    else:
+        import dataclasses
+
+        from longssm.evaluation.bench_train import MAMBA_GROUP, ATTENTION_GROUP, TrainBenchConfig, run as bench
+
+        cfg = TrainBenchConfig.quick() if args.quick else TrainBenchConfig()
+        if args.repeats:
+            cfg = dataclasses.replace(cfg, repeats=args.repeats)
+        bench(cfg, out, contenders=tuple(args.contenders or MAMBA_GROUP + ATTENTION_GROUP), progress=say)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,265 @@
+"""Generation speed: per-token decode latency against context length, ours beside the peers a user
+would otherwise pick, in one process (H3 paper section 5.3: recurrent decoding costs the same at
+every context, attention's grows with its KV cache).
+
+Contenders (random weights, fp32, the same torch threads): our ``hybrid-h3-125m``, ``h3-125m``,
+``mamba-130m`` and ``transformer-125m`` (preallocated KV cache); ``transformers``'
+``GPT2LMHeadModel`` (124M, positions extended to the context, its default dynamic cache) and
+``MambaForCausalLM`` (130M, its PyTorch path); ``mambapy``'s Mamba blocks (130M, see
+:func:`mambapy_lm`). Peers are optional
+(``pip install 'longssm[bench]'``): a missing one is reported as skipped.
+
+Decode latency is per token at a given context: an attention cache is filled with random keys
+and values of that length (a decoding step costs the same whatever the values: a real prefill of
+32K tokens would take minutes per model on a CPU and measure nothing more), recurrent states
+start at zero (their cost does not depend on the context). At each point every contender holds
+its own state and they decode in turn (interleaved, so drifting machine load hits all alike):
+``warmup`` tokens, then ``steps`` timed tokens, each chained from the previous state; the median is
+reported. Prompt processing is tokens/s of one forward over a ``prompt_len`` prompt (interleaved
+medians too).
+
+The floor at batch 1 is the weight bytes over this machine's measured copy bandwidth: every
+weight must be read once per decoded token.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from longssm.evaluation.bench_kernels import median_times
+
+OURS = ("hybrid-h3-125m", "h3-125m", "mamba-130m", "transformer-125m")
+PEERS = ("hf-gpt2", "hf-mamba", "mambapy")
+VOCAB = 50280  # GPT-2's vocabulary padded as the Mamba checkpoints pad it; the same for every contender
+ROOM = 64  # decode steps a synthetic KV cache has room for (more than warmup + steps)
+
+
+@dataclass(frozen=True)
+class GenerateBenchConfig:
+    contexts: tuple[int, ...] = (256, 1024, 4096, 16384, 32768)
+    batches: tuple[int, ...] = (1, 8)
+    contenders: tuple[str, ...] = OURS + PEERS
+    steps: int = 8  # timed decode steps per point (median)
+    warmup: int = 2
+    prompt_len: int = 4096
+    prompt_repeats: int = 2
+    tiny: bool = False  # the tiny-* presets and peers of their size (width 128, 4 layers, 256 tokens)
+
+    @classmethod
+    def quick(cls) -> "GenerateBenchConfig":
+        """A smoke run of seconds at tiny sizes (what the tests run)."""
+        return cls(contexts=(64, 256), batches=(1, 2), steps=2, warmup=1, prompt_len=64, prompt_repeats=1, tiny=True)
+
+
+@dataclass(frozen=True)
+class Size:
+    """A peer's size: the 125M presets' (GPT-2 small, Mamba-130m) or the tiny presets'."""
+
+    d_model: int
+    n_layer: int
+    vocab: int
+    max_context: int
+
+    @classmethod
+    def of(cls, cfg: GenerateBenchConfig, mamba: bool = False) -> "Size":
+        if cfg.tiny:
+            return cls(128, 6 if mamba else 4, 256, max(cfg.contexts) + 1024)
+        return cls(768, 24 if mamba else 12, VOCAB, max(cfg.contexts) + 1024)
+
+
+class Contender:
+    """A model with ``state(batch, context)``, ``step(tokens, state) -> state`` and ``prefill(ids)``."""
+
+    def __init__(self, name: str, model: torch.nn.Module, state: Callable, step: Callable, prefill: Callable):
+        self.name, self.model, self.state, self.step, self.prefill = name, model.eval(), state, step, prefill
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in {id(p): p for p in self.model.parameters()}.values())
+
+
+def _ours(preset: str, cfg: GenerateBenchConfig) -> Contender:
+    from longssm.layers.attention import KVCache, _Buffer
+    from longssm.models import LanguageModel, get_preset
+    from longssm.models.state import ModelState
+
+    if cfg.tiny:
+        preset = {"hybrid-h3-125m": "tiny-hybrid", "h3-125m": "tiny-h3", "mamba-130m": "tiny-mamba",
+                  "transformer-125m": "tiny-transformer"}[preset]
+    model = LanguageModel(get_preset(preset, vocab_size=Size.of(cfg).vocab))
+
+    def state(batch: int, context: int):
+        zero = model.init_state(batch)
+        layers = []
+        for s in zero.layers:
+            if isinstance(s, KVCache):  # random keys and values, in a buffer with room to decode into
+                shape = (batch, s.k.shape[1], context + ROOM, s.k.shape[3])
+                buf = _Buffer(torch.randn(shape), torch.randn(shape), context)
+                s = KVCache(buf.k[:, :, :context], buf.v[:, :, :context], context, buf)
+            layers.append(s)
+        return ModelState(tuple(layers), context)
+
+    return Contender(preset, model, state, lambda tok, s: model.step(tok, s)[1],
+                     lambda ids: model(ids))
+
+
+def _hf_gpt2(cfg: GenerateBenchConfig) -> Contender:
+    from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
+
+    z = Size.of(cfg)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=z.vocab, n_positions=z.max_context, n_embd=z.d_model,
+                                       n_layer=z.n_layer, n_head=z.d_model // 64, bos_token_id=z.vocab - 1,
+                                       eos_token_id=z.vocab - 1))
+
+    def state(batch: int, context: int):
+        cache = DynamicCache()
+        for i in range(model.config.n_layer):
+            shape = (batch, z.d_model // 64, context, 64)
+            cache.update(torch.randn(shape), torch.randn(shape), i)
+        return cache
+
+    def step(tok, cache):
+        model(tok[:, None], cache=cache, use_cache=True)
+        return cache
+
+    return Contender("hf-gpt2", model, state, step, lambda ids: model(ids, use_cache=True))
+
+
+def _hf_mamba(cfg: GenerateBenchConfig) -> Contender:
+    from transformers import MambaConfig, MambaForCausalLM
+
+    z = Size.of(cfg, mamba=True)
+    model = MambaForCausalLM(MambaConfig(vocab_size=z.vocab, hidden_size=z.d_model, num_hidden_layers=z.n_layer,
+                                         state_size=16))
+
+    def state(batch: int, context: int):  # a short real prefill: the recurrent cache has one size at every context
+        return model(torch.zeros(batch, 4, dtype=torch.long), use_cache=True).cache
+
+    def step(tok, cache):
+        return model(tok[:, None], cache=cache, use_cache=True).cache
+
+    return Contender("hf-mamba", model, state, step, lambda ids: model(ids, use_cache=True))
+
+
+def mambapy_lm(d_model: int, n_layer: int, vocab: int) -> torch.nn.Module:
+    """mambapy's Mamba blocks as a language model: embedding, blocks, RMSNorm, tied head, as
+    ``mambapy.lm.LM`` builds it (that module also imports Mamba-2, whose Triton kernels from
+    ``mamba_ssm`` do not install without CUDA, so it cannot be imported on a CPU machine)."""
+    from mambapy.mamba import Mamba, MambaConfig, RMSNorm
+
+    class MambapyLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = MambaConfig(d_model=d_model, n_layers=n_layer)
+            self.embedding = torch.nn.Embedding(vocab, d_model)
+            self.mamba = Mamba(self.config)
+            self.norm_f = RMSNorm(d_model, self.config.rms_norm_eps)
+            self.lm_head = torch.nn.Linear(d_model, vocab, bias=False)
+            self.lm_head.weight = self.embedding.weight
+
+        def forward(self, ids):
+            return self.lm_head(self.norm_f(self.mamba(self.embedding(ids))))
+
+        def step(self, tok, caches):
+            x, caches = self.mamba.step(self.embedding(tok), caches)
+            return self.lm_head(self.norm_f(x)), caches
+
+    return MambapyLM()
+
+
+def _mambapy(cfg: GenerateBenchConfig) -> Contender:
+    z = Size.of(cfg, mamba=True)
+    model = mambapy_lm(z.d_model, z.n_layer, z.vocab)
+    mc = model.config
+
+    def state(batch: int, context: int):
+        return [(torch.zeros(batch, mc.d_inner, mc.d_state), torch.zeros(batch, mc.d_inner, mc.d_conv - 1))
+                for _ in range(mc.n_layers)]
+
+    return Contender("mambapy", model, state, lambda tok, caches: model.step(tok, caches)[1], lambda ids: model(ids))
+
+
+BUILDERS: dict[str, Callable[[GenerateBenchConfig], Contender]] = {
+    **{p: (lambda cfg, p=p: _ours(p, cfg)) for p in OURS}, "hf-gpt2": _hf_gpt2, "hf-mamba": _hf_mamba,
+    "mambapy": _mambapy}
+
+
+def copy_bandwidth() -> float:
+    """Bytes/s of a large copy (read + write), median of 5."""
+    src = torch.randn(64 * 1024 * 1024)
+    dst = torch.empty_like(src)
+    (t,) = median_times(lambda: dst.copy_(src), warmup=2, repeats=5)
+    return 2 * src.nbytes / t
+
+
+@torch.no_grad()
+def decode_latencies(contenders: list[Contender], batch: int, context: int, steps: int, warmup: int) -> list[float]:
+    """Median seconds per decoded token of each contender, chained from a state of ``context``
+    tokens; the contenders take turns step by step."""
+    states = [c.state(batch, context) for c in contenders]
+    tok = torch.zeros(batch, dtype=torch.long)
+    times = [[] for _ in contenders]
+    for i in range(warmup + steps):
+        for j, c in enumerate(contenders):
+            t0 = time.perf_counter()
+            states[j] = c.step(tok, states[j])
+            if i >= warmup:
+                times[j].append(time.perf_counter() - t0)
+    del states
+    gc.collect()
+    return [sorted(t)[len(t) // 2] for t in times]
+
+
+def run(cfg: GenerateBenchConfig, out: Path | None, progress=print) -> dict:
+    """Every point; records and machine info written to ``out`` as JSON after each point."""
+    unknown = sorted(set(cfg.contenders) - set(BUILDERS))
+    if unknown:
+        raise ValueError(f"unknown contender(s) {unknown}; expected some of {', '.join(BUILDERS)}")
+    torch.manual_seed(0)
+    bandwidth = copy_bandwidth()
+    progress(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s, {torch.get_num_threads()} threads")
+    result = {"machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
+                          "copy_bytes_per_s": bandwidth}, "config": cfg.__dict__, "contenders": {}, "records": [],
+              "skipped": {}}
+    contenders = []
+    for name in cfg.contenders:
+        try:
+            contenders.append(BUILDERS[name](cfg))
+        except ImportError as e:
+            result["skipped"][name] = f"not installed ({e.name}): pip install 'longssm[bench]'"
+            progress(f"{name}: skipped, {result['skipped'][name]}")
+    ids = torch.zeros(1, cfg.prompt_len, dtype=torch.long)
+    with torch.no_grad():
+        prompt_s = median_times(*[lambda c=c: c.prefill(ids) for c in contenders], warmup=1, repeats=cfg.prompt_repeats)
+    for c, t in zip(contenders, prompt_s):
+        floor = c.weight_bytes / bandwidth
+        result["contenders"][c.name] = {"weight_bytes": c.weight_bytes, "floor_ms": floor * 1e3,
+                                        "prompt_tokens_per_s": cfg.prompt_len / t}
+        progress(f"{c.name:<17} {c.weight_bytes / 2**20:6,.0f} MiB of weights, floor {floor * 1e3:5.1f} ms/token; "
+                 f"prompt of {cfg.prompt_len}: {cfg.prompt_len / t:8,.0f} tokens/s")
+
+    def save():
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=1) + "\n")
+
+    for batch in cfg.batches:
+        for ctx in cfg.contexts:
+            seconds = decode_latencies(contenders, batch, ctx, cfg.steps, cfg.warmup)
+            for c, s in zip(contenders, seconds):
+                floor = result["contenders"][c.name]["floor_ms"] / 1e3
+                result["records"].append({"contender": c.name, "batch": batch, "context": ctx,
+                                          "ms_per_token": s * 1e3, "x_floor": s / floor})
+            progress(f"batch {batch} context {ctx:>6}: " + "  ".join(
+                f"{c.name} {s * 1e3:.1f}" for c, s in zip(contenders, seconds)) + " ms/token")
+            save()
+    save()
+    return result

@@ -1,0 +1,136 @@
+"""Training throughput side by side: forward + backward tokens/s of one training step, ours and the
+peers a user would otherwise pick, at the same model configuration.
+
+Two groups share a configuration (width ``d_model``, ``n_layer`` blocks, a ``vocab``-token head):
+Mamba blocks (ours, ``transformers``' ``MambaForCausalLM`` on its PyTorch path, ``mambapy`` with its
+parallel scan), and the attention-or-H3 group (our H3, our H3-attention hybrid with attention in
+the second block, our Transformer, ``transformers``' ``GPT2LMHeadModel``). At each length the
+contenders of a group take turns (warm-up, then ``repeats`` timed steps each, medians). A step
+that takes longer than ``max_step_s`` is timed once and the contender skips longer lengths.
+Peak memory (VmHWM) of one step is measured for every point in a fresh subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+MAMBA_GROUP = ("mamba", "hf-mamba", "mambapy")
+ATTENTION_GROUP = ("h3", "hybrid", "transformer", "hf-gpt2")
+
+
+@dataclass(frozen=True)
+class TrainBenchConfig:
+    lengths: tuple[int, ...] = (1024, 4096, 16384)
+    tokens_per_step: int = 4096  # batch = max(1, tokens_per_step // L)
+    d_model: int = 768
+    n_layer: int = 4
+    vocab: int = 8192
+    repeats: int = 2
+    max_step_s: float = 60.0
+    memory: bool = True
+
+    @classmethod
+    def quick(cls) -> "TrainBenchConfig":
+        return cls(lengths=(64,), tokens_per_step=128, d_model=64, n_layer=1, vocab=256, repeats=1, memory=False)
+
+
+def build(name: str, cfg: TrainBenchConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function ids (batch, L) -> logits of contender ``name`` at ``cfg``'s size (random init)."""
+    d, n, v = cfg.d_model, cfg.n_layer, cfg.vocab
+    if name in ("mamba", "h3", "hybrid", "transformer"):
+        from longssm.models import LanguageModel, model_config
+
+        arch = {"mamba": "mamba", "h3": "h3", "hybrid": "h3", "transformer": "attention"}[name]
+        model = LanguageModel(model_config(arch, vocab_size=v, d_model=d, n_layer=n, attention={"n_heads": max(1, d // 64)},
+                                           attention_at=(1,) if name == "hybrid" else ()))
+        return lambda ids: model(ids, return_state=False)[0]
+    if name == "hf-mamba":
+        from transformers import MambaConfig, MambaForCausalLM
+
+        model = MambaForCausalLM(MambaConfig(vocab_size=v, hidden_size=d, num_hidden_layers=n, state_size=16))
+        return lambda ids: model(ids, use_cache=False).logits
+    if name == "hf-gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=v, n_positions=max(cfg.lengths), n_embd=d, n_layer=n,
+                                           n_head=max(1, d // 64), bos_token_id=v - 1, eos_token_id=v - 1))
+        return lambda ids: model(ids, use_cache=False).logits
+    if name == "mambapy":
+        from longssm.evaluation.bench_generate import mambapy_lm
+
+        model = mambapy_lm(d, n, v)
+        return lambda ids: model(ids)
+    raise ValueError(f"unknown contender {name!r}")
+
+
+def train_step(fn, ids: torch.Tensor) -> None:
+    logits = fn(ids[:, :-1])
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+    loss.backward()
+
+
+def _ids(cfg: TrainBenchConfig, L: int) -> torch.Tensor:
+    return torch.randint(0, cfg.vocab, (max(1, cfg.tokens_per_step // L), L + 1), generator=torch.Generator().manual_seed(0))
+
+
+def peak_memory_mb(name: str, cfg: TrainBenchConfig, L: int) -> float | None:
+    """VmHWM of a fresh process that builds contender ``name`` and runs one training step at L."""
+    code = ("import json, sys, torch; from longssm.evaluation.bench_train import *; "
+            "cfg = TrainBenchConfig(**json.loads(sys.argv[1])); fn = build(sys.argv[2], cfg); "
+            "train_step(fn, _ids(cfg, int(sys.argv[3]))); "
+            "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
+    args = json.dumps({**cfg.__dict__, "lengths": list(cfg.lengths)})
+    r = subprocess.run([sys.executable, "-c", code, args, name, str(L)], capture_output=True, text=True)
+    return int(r.stdout.split()[-1]) / 1024 if r.returncode == 0 and r.stdout.strip() else None
+
+
+def run(cfg: TrainBenchConfig, out: Path | None, contenders=MAMBA_GROUP + ATTENTION_GROUP, progress=print) -> dict:
+    unknown = sorted(set(contenders) - set(MAMBA_GROUP + ATTENTION_GROUP))
+    if unknown:
+        raise ValueError(f"unknown contender(s) {unknown}; expected some of {', '.join(MAMBA_GROUP + ATTENTION_GROUP)}")
+    torch.manual_seed(0)
+    result = {"machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor()},
+              "config": {**cfg.__dict__, "lengths": list(cfg.lengths)}, "records": [], "skipped": {}}
+    for group in (MAMBA_GROUP, ATTENTION_GROUP):
+        fns = {}
+        for name in (c for c in group if c in contenders):
+            try:
+                fns[name] = build(name, cfg)
+            except ImportError as e:
+                result["skipped"][name] = f"not installed ({e.name}): pip install 'longssm[bench]'"
+                progress(f"{name}: skipped, {result['skipped'][name]}")
+        for L in cfg.lengths:
+            ids = _ids(cfg, L)
+            live = dict(fns)
+            times: dict[str, list[float]] = {n: [] for n in live}
+            for rep in range(cfg.repeats + 1):  # the first round warms up
+                for name, fn in list(live.items()):
+                    t0 = time.perf_counter()
+                    train_step(fn, ids)
+                    dt = time.perf_counter() - t0
+                    if rep or dt > cfg.max_step_s:
+                        times[name].append(dt)
+                    if dt > cfg.max_step_s:  # too slow to repeat: one timing, and no longer lengths
+                        del live[name], fns[name]
+                        result["skipped"][f"{name}@>{L}"] = f"one step at L={L} took {dt:.0f} s"
+            for name, ts in times.items():
+                t = sorted(ts)[len(ts) // 2]
+                rec = {"contender": name, "L": L, "batch": ids.shape[0], "tokens_per_s": ids.shape[0] * L / t,
+                       "step_s": t, "timed_steps": len(ts),
+                       "peak_mb": peak_memory_mb(name, cfg, L) if cfg.memory else None}
+                result["records"].append(rec)
+                progress(f"L={L:>6} {name:<12} {rec['tokens_per_s']:10,.0f} tokens/s  ({t:.2f} s/step"
+                         + (f", peak {rec['peak_mb']:,.0f} MB)" if rec["peak_mb"] else ")"))
+            if out is not None:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(result, indent=1) + "\n")
+    return result

@@ -1,0 +1,43 @@
+"""The benchmark suites run end to end at tiny sizes and measure every contender they name: the
+peers (installed by the set-up's [bench] extra) included."""
+
+import json
+
+import torch
+
+from longssm.evaluation import bench_eval, bench_generate, bench_train
+from longssm.evaluation.bench_generate import BUILDERS, GenerateBenchConfig
+
+
+def test_generate_suite_times_every_contender_at_every_point(tmp_path):
+    cfg = GenerateBenchConfig.quick()
+    result = bench_generate.run(cfg, tmp_path / "g.json", progress=lambda *_: None)
+    assert result["skipped"] == {}  # transformers and mambapy come with the set-up
+    assert len({r["contender"] for r in result["records"]}) == len(cfg.contenders)  # ours under tiny-* names
+    assert len(result["records"]) == len(cfg.contenders) * len(cfg.contexts) * len(cfg.batches)
+    assert all(r["ms_per_token"] > 0 and r["x_floor"] > 0 for r in result["records"])
+    assert json.loads((tmp_path / "g.json").read_text())["records"] == result["records"]
+
+
+@torch.no_grad()
+def test_a_synthetic_kv_cache_decodes_in_place_like_a_real_one():
+    c = BUILDERS["hybrid-h3-125m"](GenerateBenchConfig.quick())
+    state = c.state(2, 40)
+    att = [s for s in state.layers if hasattr(s, "buffer")]
+    assert att and all(s.k.shape[2] == 40 and s.buffer.k.shape[2] > 41 for s in att)
+    after = c.step(torch.zeros(2, dtype=torch.long), state)
+    new = [s for s in after.layers if hasattr(s, "buffer")]
+    assert all(s.k.shape[2] == 41 and s.buffer is old.buffer for s, old in zip(new, att)) and after.pos == 41
+
+
+def test_train_suite_measures_both_groups(tmp_path):
+    result = bench_train.run(bench_train.TrainBenchConfig.quick(), tmp_path / "t.json", progress=lambda *_: None)
+    assert result["skipped"] == {}
+    assert {r["contender"] for r in result["records"]} == set(bench_train.MAMBA_GROUP + bench_train.ATTENTION_GROUP)
+    assert all(r["tokens_per_s"] > 0 for r in result["records"])
+
+
+def test_eval_suite_reports_streaming_against_zero(tmp_path):
+    records = bench_eval.run(tmp_path / "e.json", quick=True, warmup=1, repeats=1, progress=lambda *_: None)
+    assert {r["preset"] for r in records} == set(bench_eval.PRESETS)
+    assert all(r["streaming_over_zero"] > 0 and r["zero_tok_s"] > 0 for r in records)
