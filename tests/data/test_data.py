@@ -85,3 +85,25 @@ def test_loaders_split_the_global_batch_across_ranks():
         assert torch.equal(torch.cat([p.inputs for p in parts]), whole.inputs)
     with pytest.raises(ValueError, match="divisible"):
         RandomWindows(tokens, 7, 12, rank=0, world=2)
+
+
+def test_relative_and_absolute_sources_share_one_prepared_cache(tmp_path, monkeypatch):
+    """A run resolved with absolute paths (as resumed runs and grid workers are) finds the shards
+    a parent prepared from relative paths, instead of preparing them again in parallel."""
+    from longssm.data.prepare import prepare_splits
+    from longssm.training.config import DataConfig
+
+    (tmp_path / "a.txt").write_text("some text to prepare " * 40)
+    monkeypatch.chdir(tmp_path)
+    said = []
+    first = prepare_splits(DataConfig(train=("a.txt",)), tmp_path / "cache", log=said.append)
+    again = prepare_splits(DataConfig(train=(str(tmp_path / "a.txt"),)), tmp_path / "cache", log=said.append)
+    assert first[0].path == again[0].path and sum("prepared" in m for m in said) == 1
+
+
+def test_a_failing_document_leaves_no_temporary_file(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"fine text\n" * 20)
+    (tmp_path / "b.txt").write_bytes(b"caf\xe9 latin-1 text\n" * 20)
+    with pytest.raises(ValueError, match="not valid utf-8"):
+        write_shard(read_documents([str(tmp_path / "*.txt")]), BPETokenizer.train(["abc"], 260), tmp_path / "s")
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -61,8 +62,11 @@ def prepare_splits(data_cfg, cache_dir: str | Path,
     reading = dict(encoding=data_cfg.encoding, errors=data_cfg.encoding_errors, allow_binary=data_cfg.allow_binary)
     # the key of a default reading is the one used before these options existed (caches stay valid)
     extra = [] if reading == dict(encoding="utf-8", errors="strict", allow_binary=False) else [reading]
-    key = hashlib.sha256(json.dumps([list(data_cfg.train), list(data_cfg.valid), data_cfg.tokenizer,
-                                     data_cfg.bpe_vocab_size] + extra).encode()).hexdigest()[:12]
+    # sources keyed as absolute paths: a run resolved from another folder (or with its recorded,
+    # absolute paths) finds the data another process prepared, instead of preparing it again
+    where = lambda src: src if src == "embedded" or src.startswith("hf:") else os.path.abspath(src)
+    key = hashlib.sha256(json.dumps([[where(s) for s in data_cfg.train], [where(s) for s in data_cfg.valid],
+                                     data_cfg.tokenizer, data_cfg.bpe_vocab_size] + extra).encode()).hexdigest()[:12]
     out = cache / key
     if (out / "train" / MANIFEST).exists() and (out / "valid" / MANIFEST).exists():
         return Shard.load(out / "train"), Shard.load(out / "valid")
