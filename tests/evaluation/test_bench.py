@@ -12,6 +12,8 @@ from longssm.evaluation.bench_generate import BUILDERS, GenerateBenchConfig
 def test_generate_suite_times_every_contender_at_every_point(tmp_path):
     cfg = GenerateBenchConfig.quick()
     result = bench_generate.run(cfg, tmp_path / "g.json", progress=lambda *_: None)
+    bench_generate.plot(result, tmp_path / "g.png")
+    assert tmp_path.joinpath("g.png").stat().st_size > 0 and "Decode latency, batch 1" in bench_generate.markdown(result)
     assert result["skipped"] == {}  # transformers and mambapy come with the set-up
     assert len({r["contender"] for r in result["records"]}) == len(cfg.contenders)  # ours under tiny-* names
     assert len(result["records"]) == len(cfg.contenders) * len(cfg.contexts) * len(cfg.batches)
@@ -35,6 +37,7 @@ def test_train_suite_measures_both_groups(tmp_path):
     assert result["skipped"] == {}
     assert {r["contender"] for r in result["records"]} == set(bench_train.MAMBA_GROUP + bench_train.ATTENTION_GROUP)
     assert all(r["tokens_per_s"] > 0 for r in result["records"])
+    assert "| mamba / hf-mamba |" in bench_train.markdown(result)
 
 
 def test_eval_suite_reports_streaming_against_zero(tmp_path):

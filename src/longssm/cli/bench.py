@@ -51,20 +51,23 @@ def run(args: argparse.Namespace) -> int:
     elif args.suite == "generate":
         import dataclasses
 
-        from longssm.evaluation.bench_generate import GenerateBenchConfig, run as bench
+        from longssm.evaluation.bench_generate import GenerateBenchConfig, markdown, plot, run as bench
 
         cfg = GenerateBenchConfig.quick() if args.quick else GenerateBenchConfig()
         changes = {k: v for k, v in (("warmup", args.warmup), ("steps", args.repeats),
                                      ("contenders", args.contenders and tuple(args.contenders))) if v is not None}
-        bench(dataclasses.replace(cfg, **changes), out, progress=say)
+        result = bench(dataclasses.replace(cfg, **changes), out, progress=say)
+        plot(result, out.with_suffix(".png"))
+        print("\n" + markdown(result))
     else:
         import dataclasses
 
-        from longssm.evaluation.bench_train import MAMBA_GROUP, ATTENTION_GROUP, TrainBenchConfig, run as bench
+        from longssm.evaluation.bench_train import ATTENTION_GROUP, MAMBA_GROUP, TrainBenchConfig, markdown, run as bench
 
         cfg = TrainBenchConfig.quick() if args.quick else TrainBenchConfig()
         if args.repeats:
             cfg = dataclasses.replace(cfg, repeats=args.repeats)
-        bench(cfg, out, contenders=tuple(args.contenders or MAMBA_GROUP + ATTENTION_GROUP), progress=say)
-    print(f"wrote {out}")
+        result = bench(cfg, out, contenders=tuple(args.contenders or MAMBA_GROUP + ATTENTION_GROUP), progress=say)
+        print("\n" + markdown(result))
+    print(f"wrote {out}" + (f" and {out.with_suffix('.png')}" if args.suite == "generate" else ""))
     return 0

@@ -263,3 +263,54 @@ def run(cfg: GenerateBenchConfig, out: Path | None, progress=print) -> dict:
             save()
     save()
     return result
+
+
+def plot(result: dict, path: Path) -> None:
+    """Decode latency against context (log x), one line per contender, a panel per batch size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = sorted({r["batch"] for r in result["records"]})
+    fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.5), squeeze=False)
+    for ax, batch in zip(axes[0], batches):
+        for name in result["contenders"]:
+            pts = sorted((r["context"], r["ms_per_token"]) for r in result["records"]
+                         if r["contender"] == name and r["batch"] == batch)
+            ours = not name.startswith(("hf-", "mambapy"))
+            ax.plot(*zip(*pts), marker="o", linestyle="-" if ours else "--", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("context (tokens)")
+        ax.set_ylabel("ms per decoded token")
+        ax.set_title(f"batch {batch} (solid: longssm, dashed: peers)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(result: dict) -> str:
+    """Tables for BENCHMARKS.md: latency per context and batch, distance from the floor at batch 1,
+    prompt throughput, and the targets of the comparison."""
+    recs = result["records"]
+    ms = {(r["contender"], r["batch"], r["context"]): r["ms_per_token"] for r in recs}
+    contexts = sorted({r["context"] for r in recs})
+    names = list(result["contenders"])
+    lines = []
+    for batch in sorted({r["batch"] for r in recs}):
+        lines += [f"Decode latency, batch {batch} (ms per token):", "",
+                  "| contender | " + " | ".join(f"{c:,}" for c in contexts) + " |", "|---|" + "---:|" * len(contexts)]
+        lines += [f"| {n} | " + " | ".join(f"{ms[(n, batch, c)]:.1f}" for c in contexts) + " |" for n in names]
+        lines.append("")
+    lines += ["Floor and prompt processing (batch 1; floor = weight bytes / copy bandwidth "
+              f"{result['machine']['copy_bytes_per_s'] / 1e9:.1f} GB/s):", "",
+              "| contender | weights MiB | floor ms | at the shortest context: x floor | prompt tokens/s |",
+              "|---|---:|---:|---:|---:|"]
+    for n in names:
+        c = result["contenders"][n]
+        lines.append(f"| {n} | {c['weight_bytes'] / 2**20:,.0f} | {c['floor_ms']:.1f} | "
+                     f"{ms[(n, 1, contexts[0])] / c['floor_ms']:.2f} | {c['prompt_tokens_per_s']:,.0f} |")
+    return "\n".join(lines) + "\n"

@@ -134,3 +134,30 @@ def run(cfg: TrainBenchConfig, out: Path | None, contenders=MAMBA_GROUP + ATTENT
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+#: (ours, peer) pairs whose ratio the report gives: the targets of the comparison.
+RATIOS = (("mamba", "hf-mamba"), ("mamba", "mambapy"), ("h3", "transformer"), ("hybrid", "transformer"),
+          ("h3", "hf-gpt2"), ("transformer", "hf-gpt2"))
+
+
+def markdown(result: dict) -> str:
+    """Tokens/s and peak memory per contender and length, then ours / peer ratios."""
+    recs = {(r["contender"], r["L"]): r for r in result["records"]}
+    lengths = sorted({r["L"] for r in result["records"]})
+    names = list(dict.fromkeys(r["contender"] for r in result["records"]))
+    cell = lambda r: "—" if r is None else (f"{r['tokens_per_s']:,.0f}" + (f" ({r['peak_mb']:,.0f} MB)" if r.get("peak_mb") else ""))
+    lines = ["Forward + backward tokens/s (peak MB of one step in a fresh process):", "",
+             "| contender | " + " | ".join(f"L = {L:,} (batch {recs[next(n for n in names if (n, L) in recs), L]['batch']})"
+                                         for L in lengths) + " |", "|---|" + "---:|" * len(lengths)]
+    lines += [f"| {n} | " + " | ".join(cell(recs.get((n, L))) for L in lengths) + " |" for n in names]
+    lines += ["", "Ratios (ours / peer, tokens/s):", "", "| pair | " + " | ".join(f"L = {L:,}" for L in lengths) + " |",
+              "|---|" + "---:|" * len(lengths)]
+    for a, b in RATIOS:
+        vals = [(recs.get((a, L)), recs.get((b, L))) for L in lengths]
+        if any(x and y for x, y in vals):
+            lines.append(f"| {a} / {b} | " + " | ".join(
+                f"{x['tokens_per_s'] / y['tokens_per_s']:.2f}x" if x and y else "—" for x, y in vals) + " |")
+    if result.get("skipped"):
+        lines += ["", "Not measured: " + "; ".join(f"{k}: {v}" for k, v in result["skipped"].items()) + "."]
+    return "\n".join(lines) + "\n"
