@@ -98,7 +98,7 @@ def add_lm_compare(esub) -> None:
                     "one per seed; score them on the validation books and write OUT.json (merged records; finished "
                     "cells are skipped and interrupted ones resume from their checkpoints), OUT.md and OUT.png.")
     q.add_argument("--quick", action="store_true",
-                   help="1 seed, 250 steps (1M tokens), no sweep (lr 1e-3 for every model); about 35 minutes on 2 cores")
+                   help="1 seed, 250 steps (1M tokens), no sweep (lr 1e-3 for every model); about 40 minutes with --jobs 2 on 2 cores")
     q.add_argument("--models", nargs="+", help="s4d h3 transformer hybrid mamba (default: all)")
     q.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2 (--quick: 0)")
     q.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes (threads split among them)")
