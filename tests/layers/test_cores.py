@@ -68,3 +68,26 @@ def test_configure_sets_every_time_continuous_core():
     assert not hasattr(model[0].shift, "dt_scale")
     with pytest.raises(ValueError, match="dt_scale must be > 0"):
         configure(model, dt_scale=0.0)
+
+
+def test_frozen_discretisation_follows_every_parameter_change():
+    """Without autograd the discrete system is computed once and reused; an optimiser step, a
+    loaded state dict or a new dt_scale recompute it."""
+    from longssm.layers.cores import DiagonalCore
+
+    core = DiagonalCore(4, 8)
+    with torch.no_grad():
+        first = core.frozen("discrete", core.discrete)
+        assert core.frozen("discrete", core.discrete) is first  # remembered
+        core.log_dt.add_(0.1)  # an in-place update, as an optimiser makes
+        second = core.frozen("discrete", core.discrete)
+        assert second is not first and not torch.equal(second[0], first[0])
+        core.load_state_dict({k: v + 0.01 for k, v in core.state_dict().items()})
+        third = core.frozen("discrete", core.discrete)
+        assert not torch.equal(third[0], second[0])
+        core.dt_scale = 2.0
+        assert not torch.equal(core.frozen("discrete", core.discrete)[0], third[0])
+        core.double()  # a new storage and dtype
+        assert core.frozen("discrete", core.discrete)[0].dtype == torch.complex128
+    y = core.frozen("discrete", core.discrete)[0]
+    assert y.requires_grad  # with autograd: computed afresh, on the graph

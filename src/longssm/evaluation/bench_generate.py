@@ -15,11 +15,14 @@ and values of that length (a decoding step costs the same whatever the values: a
 start at zero (their cost does not depend on the context). At each point every contender holds
 its own state and they decode in turn (interleaved, so drifting machine load hits all alike):
 ``warmup`` tokens, then ``steps`` timed tokens, each chained from the previous state; the median is
-reported. Prompt processing is tokens/s of one forward over a ``prompt_len`` prompt (interleaved
+reported (above INTERLEAVE_TOKENS cached tokens, one contender after another, for memory).
+Prompt processing is tokens/s of one forward over a ``prompt_len`` prompt (interleaved
 medians too).
 
 The floor at batch 1 is the weight bytes over this machine's measured copy bandwidth: every
-weight must be read once per decoded token.
+weight must be read once per decoded token. A second, practical floor uses the bandwidth one large
+fp32 matrix-vector product reaches here (``matvec_bandwidth``): decoding at batch 1 is a chain of
+matrix-vector products, so no implementation built on PyTorch's own ``linear`` beats it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ OURS = ("hybrid-h3-125m", "h3-125m", "mamba-130m", "transformer-125m")
 PEERS = ("hf-gpt2", "hf-mamba", "mambapy")
 VOCAB = 50280  # GPT-2's vocabulary padded as the Mamba checkpoints pad it; the same for every contender
 ROOM = 64  # decode steps a synthetic KV cache has room for (more than warmup + steps)
+# Above this many cached tokens (batch x context) the contenders' states are built and timed one
+# contender at a time: at batch 8 and 16K tokens, two 12-layer KV caches of 2.4 GB each (plus the
+# copy a concatenating cache makes every step) and seven models do not fit in 24 GB together.
+INTERLEAVE_TOKENS = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -201,9 +208,24 @@ def copy_bandwidth() -> float:
 
 
 @torch.no_grad()
+def matvec_bandwidth() -> float:
+    """Weight bytes/s of ``F.linear`` on one row against a 4096 x 4096 fp32 matrix (64 MiB, far
+    beyond the caches), median of 9."""
+    w, x = torch.randn(4096, 4096), torch.randn(1, 4096)
+    (t,) = median_times(lambda: torch.nn.functional.linear(x, w), warmup=3, repeats=9)
+    return w.nbytes / t
+
+
+@torch.no_grad()
 def decode_latencies(contenders: list[Contender], batch: int, context: int, steps: int, warmup: int) -> list[float]:
     """Median seconds per decoded token of each contender, chained from a state of ``context``
     tokens; the contenders take turns step by step."""
+    if batch * context > INTERLEAVE_TOKENS:  # the states would not fit in memory together: one at a time
+        return [_latencies([c], batch, context, steps, warmup)[0] for c in contenders]
+    return _latencies(contenders, batch, context, steps, warmup)
+
+
+def _latencies(contenders: list[Contender], batch: int, context: int, steps: int, warmup: int) -> list[float]:
     states = [c.state(batch, context) for c in contenders]
     tok = torch.zeros(batch, dtype=torch.long)
     times = [[] for _ in contenders]
@@ -224,11 +246,12 @@ def run(cfg: GenerateBenchConfig, out: Path | None, progress=print) -> dict:
     if unknown:
         raise ValueError(f"unknown contender(s) {unknown}; expected some of {', '.join(BUILDERS)}")
     torch.manual_seed(0)
-    bandwidth = copy_bandwidth()
-    progress(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s, {torch.get_num_threads()} threads")
+    bandwidth, matvec = copy_bandwidth(), matvec_bandwidth()
+    progress(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s, matrix-vector {matvec / 1e9:.1f} GB/s, "
+             f"{torch.get_num_threads()} threads")
     result = {"machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
-                          "copy_bytes_per_s": bandwidth}, "config": cfg.__dict__, "contenders": {}, "records": [],
-              "skipped": {}}
+                          "copy_bytes_per_s": bandwidth, "matvec_bytes_per_s": matvec},
+              "config": cfg.__dict__, "contenders": {}, "records": [], "skipped": {}}
     contenders = []
     for name in cfg.contenders:
         try:
@@ -242,6 +265,7 @@ def run(cfg: GenerateBenchConfig, out: Path | None, progress=print) -> dict:
     for c, t in zip(contenders, prompt_s):
         floor = c.weight_bytes / bandwidth
         result["contenders"][c.name] = {"weight_bytes": c.weight_bytes, "floor_ms": floor * 1e3,
+                                        "matvec_floor_ms": c.weight_bytes / matvec * 1e3,
                                         "prompt_tokens_per_s": cfg.prompt_len / t}
         progress(f"{c.name:<17} {c.weight_bytes / 2**20:6,.0f} MiB of weights, floor {floor * 1e3:5.1f} ms/token; "
                  f"prompt of {cfg.prompt_len}: {cfg.prompt_len / t:8,.0f} tokens/s")
@@ -305,12 +329,15 @@ def markdown(result: dict) -> str:
                   "| contender | " + " | ".join(f"{c:,}" for c in contexts) + " |", "|---|" + "---:|" * len(contexts)]
         lines += [f"| {n} | " + " | ".join(f"{ms[(n, batch, c)]:.1f}" for c in contexts) + " |" for n in names]
         lines.append("")
-    lines += ["Floor and prompt processing (batch 1; floor = weight bytes / copy bandwidth "
-              f"{result['machine']['copy_bytes_per_s'] / 1e9:.1f} GB/s):", "",
-              "| contender | weights MiB | floor ms | at the shortest context: x floor | prompt tokens/s |",
-              "|---|---:|---:|---:|---:|"]
+    m = result["machine"]
+    lines += [f"Floors at batch 1 (weight bytes over the copy bandwidth, {m['copy_bytes_per_s'] / 1e9:.1f} GB/s, and over "
+              f"what one large matrix-vector product reaches, {m['matvec_bytes_per_s'] / 1e9:.1f} GB/s) and prompt "
+              "processing:", "",
+              "| contender | weights MiB | copy floor ms | matvec floor ms | shortest context: x copy floor | "
+              "x matvec floor | prompt tokens/s |", "|---|---:|---:|---:|---:|---:|---:|"]
     for n in names:
         c = result["contenders"][n]
-        lines.append(f"| {n} | {c['weight_bytes'] / 2**20:,.0f} | {c['floor_ms']:.1f} | "
-                     f"{ms[(n, 1, contexts[0])] / c['floor_ms']:.2f} | {c['prompt_tokens_per_s']:,.0f} |")
+        t = ms[(n, 1, contexts[0])]
+        lines.append(f"| {n} | {c['weight_bytes'] / 2**20:,.0f} | {c['floor_ms']:.1f} | {c['matvec_floor_ms']:.1f} | "
+                     f"{t / c['floor_ms']:.2f} | {t / c['matvec_floor_ms']:.2f} | {c['prompt_tokens_per_s']:,.0f} |")
     return "\n".join(lines) + "\n"

@@ -74,6 +74,20 @@ class Core(nn.Module):
     def op(self, name: str):
         return get_op(name, self.backend)
 
+    def frozen(self, name: str, fn):
+        """``fn()`` (a function of this core's parameters only), remembered while no gradient is
+        recorded and no parameter changes: decoding and evaluation recompute a discretisation or
+        a kernel once, not at every step. The key holds each parameter's identity, version, storage
+        and dtype (in-place updates bump the version; ``.to()`` swaps the storage) and ``dt_scale``."""
+        params = list(self.parameters())
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return fn()
+        key = (getattr(self, "dt_scale", None), *((id(p), p._version, p.data_ptr(), p.dtype) for p in params))
+        memo = self.__dict__.setdefault("_frozen", {})
+        if name not in memo or memo[name][0] != key:
+            memo[name] = (key, fn())
+        return memo[name][1]
+
     def _kw(self, device, dtype) -> dict:
         ref = next(self.parameters())
         return {"device": device or ref.device, "dtype": compute_dtype(dtype or ref.dtype)}
@@ -117,11 +131,11 @@ class DiagonalCore(Core):
         return dA, dB, 2 * torch.view_as_complex(self.C)
 
     def _forward(self, u, state, return_state):
-        dA, dB, C = self.discrete()
+        dA, dB, C = self.frozen("discrete", self.discrete)
         return self.op("ssm_conv")(u, dA, dB, C, self.D, state, return_state, self.chunk_size)
 
     def _step(self, u_t, state):
-        dA, dB, C = self.discrete()
+        dA, dB, C = self.frozen("discrete", self.discrete)
         return ssm_step(u_t, state, dA, dB, C, self.D)
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> torch.Tensor:
@@ -146,11 +160,14 @@ class ShiftCore(Core):
         self.C = nn.Parameter(torch.empty(H, d_state).uniform_(-bound, bound))
         self.D = nn.Parameter(torch.randn(H))
 
+    def _kernel(self) -> torch.Tensor:
+        return self.frozen("kernel", lambda: shift_kernel(self.B, self.C))
+
     def _forward(self, u, state, return_state):
-        return self.op("shift_conv")(u, shift_kernel(self.B, self.C), self.D, state, return_state)
+        return self.op("shift_conv")(u, self._kernel(), self.D, state, return_state)
 
     def _step(self, u_t, state):
-        return shift_step(u_t, state, shift_kernel(self.B, self.C), self.D)
+        return shift_step(u_t, state, self._kernel(), self.D)
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> torch.Tensor:
         return torch.zeros(batch_size, self.H, self.N, **self._kw(device, dtype))
