@@ -4,15 +4,17 @@ peers a user would otherwise pick, at the same model configuration.
 Two groups share a configuration (width ``d_model``, ``n_layer`` blocks, a ``vocab``-token head):
 Mamba blocks (ours, ``transformers``' ``MambaForCausalLM`` on its PyTorch path, ``mambapy`` with its
 parallel scan), and the attention-or-H3 group (our H3, our H3-attention hybrid with attention in
-the second block, our Transformer, ``transformers``' ``GPT2LMHeadModel``). At each length the
-contenders of a group take turns (warm-up, then ``repeats`` timed steps each, medians). A step
-that takes longer than ``max_step_s`` is timed once and the contender skips longer lengths.
-Peak memory (VmHWM) of one step is measured for every point in a fresh subprocess.
+the second block, our Transformer, ``transformers``' ``GPT2LMHeadModel``). Every point (contender,
+length) runs in a fresh process, one after another: two warm-up steps, then ``repeats`` timed steps
+(median), and that process's peak memory (VmHWM). A point that does not finish within
+``timeout_s`` is reported as such (``transformers``' Mamba path loops over the sequence in Python
+and can take many minutes per step), and the contender skips longer lengths.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -35,12 +37,11 @@ class TrainBenchConfig:
     n_layer: int = 4
     vocab: int = 8192
     repeats: int = 2
-    max_step_s: float = 60.0
-    memory: bool = True
+    timeout_s: float = 300.0
 
     @classmethod
     def quick(cls) -> "TrainBenchConfig":
-        return cls(lengths=(64,), tokens_per_step=128, d_model=64, n_layer=1, vocab=256, repeats=1, memory=False)
+        return cls(lengths=(64,), tokens_per_step=128, d_model=64, n_layer=1, vocab=256, repeats=1, timeout_s=120.0)
 
 
 def build(name: str, cfg: TrainBenchConfig) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -82,54 +83,64 @@ def _ids(cfg: TrainBenchConfig, L: int) -> torch.Tensor:
     return torch.randint(0, cfg.vocab, (max(1, cfg.tokens_per_step // L), L + 1), generator=torch.Generator().manual_seed(0))
 
 
-def peak_memory_mb(name: str, cfg: TrainBenchConfig, L: int) -> float | None:
-    """VmHWM of a fresh process that builds contender ``name`` and runs one training step at L."""
-    code = ("import json, sys, torch; from longssm.evaluation.bench_train import *; "
-            "cfg = TrainBenchConfig(**json.loads(sys.argv[1])); fn = build(sys.argv[2], cfg); "
-            "train_step(fn, _ids(cfg, int(sys.argv[3]))); "
-            "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
+def measure(name: str, cfg: TrainBenchConfig, L: int) -> dict:
+    """In this process: build contender ``name``, two warm-up steps (the first steps allocate the
+    buffers a step reuses), then ``repeats`` timed steps."""
+    fn, ids = build(name, cfg), _ids(cfg, L)
+    for _ in range(2):
+        train_step(fn, ids)
+    times = []
+    for _ in range(cfg.repeats):
+        t0 = time.perf_counter()
+        train_step(fn, ids)
+        times.append(time.perf_counter() - t0)
+    with open("/proc/self/status") as f:
+        peak = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    return {"step_s": sorted(times)[len(times) // 2], "batch": ids.shape[0], "peak_mb": peak}
+
+
+def measure_in_subprocess(name: str, cfg: TrainBenchConfig, L: int) -> dict | None:
+    """:func:`measure` in a fresh process (its own peak memory, the same torch threads); None
+    when it does not finish within ``cfg.timeout_s``."""
+    code = ("import json, sys; from longssm.evaluation.bench_train import TrainBenchConfig, measure; "
+            "cfg = TrainBenchConfig(**json.loads(sys.argv[1])); "
+            "print('RESULT', json.dumps(measure(sys.argv[2], cfg, int(sys.argv[3]))))")
     args = json.dumps({**cfg.__dict__, "lengths": list(cfg.lengths)})
-    r = subprocess.run([sys.executable, "-c", code, args, name, str(L)], capture_output=True, text=True)
-    return int(r.stdout.split()[-1]) / 1024 if r.returncode == 0 and r.stdout.strip() else None
+    try:
+        r = subprocess.run([sys.executable, "-c", code, args, name, str(L)], capture_output=True, text=True,
+                           timeout=cfg.timeout_s, env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    except subprocess.TimeoutExpired:
+        return None
+    lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
+    if r.returncode or not lines:
+        raise RuntimeError(f"bench train: {name} at L={L} failed: {r.stderr.strip().splitlines()[-1:]}")
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def run(cfg: TrainBenchConfig, out: Path | None, contenders=MAMBA_GROUP + ATTENTION_GROUP, progress=print) -> dict:
     unknown = sorted(set(contenders) - set(MAMBA_GROUP + ATTENTION_GROUP))
     if unknown:
         raise ValueError(f"unknown contender(s) {unknown}; expected some of {', '.join(MAMBA_GROUP + ATTENTION_GROUP)}")
-    torch.manual_seed(0)
     result = {"machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor()},
               "config": {**cfg.__dict__, "lengths": list(cfg.lengths)}, "records": [], "skipped": {}}
-    for group in (MAMBA_GROUP, ATTENTION_GROUP):
-        fns = {}
-        for name in (c for c in group if c in contenders):
-            try:
-                fns[name] = build(name, cfg)
-            except ImportError as e:
-                result["skipped"][name] = f"not installed ({e.name}): pip install 'longssm[bench]'"
-                progress(f"{name}: skipped, {result['skipped'][name]}")
+    for name in (c for c in MAMBA_GROUP + ATTENTION_GROUP if c in contenders):
+        try:
+            build(name, TrainBenchConfig.quick())  # a missing peer is named before any timing
+        except ImportError as e:
+            result["skipped"][name] = f"not installed ({e.name}): pip install 'longssm[bench]'"
+            progress(f"{name}: skipped, {result['skipped'][name]}")
+            continue
         for L in cfg.lengths:
-            ids = _ids(cfg, L)
-            live = dict(fns)
-            times: dict[str, list[float]] = {n: [] for n in live}
-            for rep in range(cfg.repeats + 1):  # the first round warms up
-                for name, fn in list(live.items()):
-                    t0 = time.perf_counter()
-                    train_step(fn, ids)
-                    dt = time.perf_counter() - t0
-                    if rep or dt > cfg.max_step_s:
-                        times[name].append(dt)
-                    if dt > cfg.max_step_s:  # too slow to repeat: one timing, and no longer lengths
-                        del live[name], fns[name]
-                        result["skipped"][f"{name}@>{L}"] = f"one step at L={L} took {dt:.0f} s"
-            for name, ts in times.items():
-                t = sorted(ts)[len(ts) // 2]
-                rec = {"contender": name, "L": L, "batch": ids.shape[0], "tokens_per_s": ids.shape[0] * L / t,
-                       "step_s": t, "timed_steps": len(ts),
-                       "peak_mb": peak_memory_mb(name, cfg, L) if cfg.memory else None}
-                result["records"].append(rec)
-                progress(f"L={L:>6} {name:<12} {rec['tokens_per_s']:10,.0f} tokens/s  ({t:.2f} s/step"
-                         + (f", peak {rec['peak_mb']:,.0f} MB)" if rec["peak_mb"] else ")"))
+            m = measure_in_subprocess(name, cfg, L)
+            if m is None:
+                result["skipped"][f"{name} at L >= {L}"] = f"2 warm-up and {cfg.repeats} timed steps took over {cfg.timeout_s:.0f} s"
+                progress(f"L={L:>6} {name:<12} over {cfg.timeout_s:.0f} s: longer lengths skipped")
+                break
+            rec = {"contender": name, "L": L, "batch": m["batch"], "tokens_per_s": m["batch"] * L / m["step_s"],
+                   "step_s": m["step_s"], "peak_mb": m["peak_mb"]}
+            result["records"].append(rec)
+            progress(f"L={L:>6} {name:<12} {rec['tokens_per_s']:10,.0f} tokens/s  ({m['step_s']:.2f} s/step, "
+                     f"peak {m['peak_mb']:,.0f} MB)")
             if out is not None:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(result, indent=1) + "\n")
@@ -146,8 +157,8 @@ def markdown(result: dict) -> str:
     recs = {(r["contender"], r["L"]): r for r in result["records"]}
     lengths = sorted({r["L"] for r in result["records"]})
     names = list(dict.fromkeys(r["contender"] for r in result["records"]))
-    cell = lambda r: "—" if r is None else (f"{r['tokens_per_s']:,.0f}" + (f" ({r['peak_mb']:,.0f} MB)" if r.get("peak_mb") else ""))
-    lines = ["Forward + backward tokens/s (peak MB of one step in a fresh process):", "",
+    cell = lambda r: "—" if r is None else f"{r['tokens_per_s']:,.0f} ({r['peak_mb']:,.0f} MB)"
+    lines = ["Forward + backward tokens/s (peak MB of the measuring process):", "",
              "| contender | " + " | ".join(f"L = {L:,} (batch {recs[next(n for n in names if (n, L) in recs), L]['batch']})"
                                          for L in lengths) + " |", "|---|" + "---:|" * len(lengths)]
     lines += [f"| {n} | " + " | ".join(cell(recs.get((n, L))) for L in lengths) + " |" for n in names]
