@@ -186,10 +186,10 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
 def prepare(cfg: LMCompareConfig, log=print):
     """Tokenise once here, before the workers start (they would race to fill the same cache)."""
     from longssm.data.prepare import prepare_splits
-    from longssm.training.config import DataConfig
+    from longssm.training.config import resolve
 
-    return prepare_splits(DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in _data(cfg).items()}),
-                          f"{cfg.runs_dir}/data", log=log)
+    data = resolve(run_config(cfg, "final", cfg.models[0], cfg.lrs.get(cfg.models[0], 1e-3), cfg.seeds[0])).data
+    return prepare_splits(data, data.cache_dir, log=log)
 
 
 def run_all(cfg: LMCompareConfig, out: Path, *, jobs: int = 1, progress=print, on_records=None) -> list[dict]:
