@@ -4,9 +4,12 @@ import pytest
 import torch
 
 from longssm.kernels import selective_scan, selective_scan_ref, selective_scan_step
+from longssm.kernels.compiled_scan import selective_scan_compiled
 from conftest import assert_close
 
 F64 = torch.float64
+#: the fast paths checked against the reference: cache-blocked eager, and torch.compile'd blocks
+FAST = pytest.mark.parametrize("scan", [selective_scan, selective_scan_compiled], ids=["auto", "compile"])
 
 
 def make(batch=2, D=3, N=4, L=20, **kw):
@@ -42,7 +45,8 @@ def test_ref_equals_scalar_loop():
 
 @pytest.mark.parametrize("L,segment", [(1, 4), (2, 1), (5, 8), (37, 8), (64, 16), (131, 32), (50, None)])
 @pytest.mark.parametrize("full", [False, True])
-def test_chunked_matches_ref_values_and_grads(L, segment, full):
+@FAST
+def test_chunked_matches_ref_values_and_grads(L, segment, full, scan):
     args = make(L=L)
     extra = {}
     if full:
@@ -51,7 +55,7 @@ def test_chunked_matches_ref_values_and_grads(L, segment, full):
                      initial_state=torch.randn(2, 3, 4, dtype=F64, requires_grad=True))
     else:
         args["delta"] = (args["delta"].detach().abs() * 0.5).requires_grad_()
-    y, x = selective_scan(**args, **extra, return_state=True, segment_size=segment)
+    y, x = scan(**args, **extra, return_state=True, segment_size=segment)
     y_ref, x_ref = selective_scan_ref(**args, **extra, return_state=True)
     assert_close(y, y_ref, 1e-12, "y")
     assert_close(x, x_ref, 1e-12, "last state")
@@ -62,9 +66,10 @@ def test_chunked_matches_ref_values_and_grads(L, segment, full):
         assert_close(g, g_ref, 1e-11, "grad")
 
 
-def test_only_y_used_in_loss():
+@FAST
+def test_only_y_used_in_loss(scan):
     args = make(L=40)
-    y, none = selective_scan(**args, segment_size=7)
+    y, none = scan(**args, segment_size=7)
     assert none is None  # return_state=False: no last state
     y_ref, _ = selective_scan_ref(**args)
     for g, g_ref in zip(torch.autograd.grad(y.sum(), list(args.values())), torch.autograd.grad(y_ref.sum(), list(args.values()))):
@@ -82,6 +87,19 @@ def test_step_matches_ref():
         ys.append(y_t)
     assert_close(torch.stack(ys, -1), y_ref, 1e-13, "steps")
     assert_close(x, x_ref, 1e-13, "state")
+
+
+def test_compiled_float32_matches_ref():
+    """The compiled blocks in the dtype models train in, at a model-like width."""
+    args = {k: v.detach().float().requires_grad_() for k, v in make(batch=2, D=24, N=16, L=70).items()}
+    y, x = selective_scan_compiled(**args, delta_softplus=True, return_state=True)
+    y_ref, x_ref = selective_scan_ref(**args, delta_softplus=True, return_state=True)
+    assert_close(y, y_ref, 1e-5, "y")
+    assert_close(x, x_ref, 1e-5, "last state")
+    inputs = list(args.values())
+    grads = torch.autograd.grad((y * y_ref.detach()).sum(), inputs)
+    for g, g_ref in zip(grads, torch.autograd.grad((y_ref * y_ref.detach()).sum(), inputs)):
+        assert_close(g, g_ref, 1e-4, "grad")
 
 
 def test_bad_inputs():

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from longssm.kernels import discretize, fftconv, s4d_init_A, selective_scan, selective_scan_ref, ssm_kernel
+from longssm.kernels import discretize, fftconv, get_op, s4d_init_A, selective_scan_ref, ssm_kernel
 from longssm.layers import H3, Attention
 
 
@@ -137,7 +137,9 @@ def bench_h3_vs_attention(cfg, peak, L):
                    attention_share_outside_projections=1 - t_proj / t_attn)
 
 
-def bench_selective_scan(cfg, peak):
+def bench_selective_scan(cfg, peak, backend="auto"):
+    """The fast selective scan of ``backend`` (``auto``: cache-blocked eager; ``compile``:
+    torch.compile'd blocks, compiled in the warm-up rounds) against the reference loop."""
     Dm, N, L = cfg.scan_d_inner, cfg.scan_d_state, cfg.scan_len
     torch.manual_seed(0)
     u, delta = torch.randn(1, Dm, L, requires_grad=True), torch.randn(1, Dm, L, requires_grad=True)
@@ -145,12 +147,14 @@ def bench_selective_scan(cfg, peak):
     B, C = torch.randn(1, N, L, requires_grad=True), torch.randn(1, N, L, requires_grad=True)
     inputs = (u, delta, A, B, C)
     kw = dict(delta_softplus=True)
-    ours, base = median_times(_fwd_bwd(lambda: selective_scan(*inputs, **kw), *inputs),
+    fast = get_op("selective_scan", backend)
+    ours, base = median_times(_fwd_bwd(lambda: fast(*inputs, **kw), *inputs),
                               _fwd_bwd(lambda: selective_scan_ref(*inputs, **kw), *inputs),
                               warmup=cfg.warmup, repeats=cfg.repeats)
     # A fused kernel reads/writes only the (batch, D, L) and (batch, N, L) tensors and does ~20
     # flops per (d, n, t) forward+backward; ours materialises (batch, L, D, N) tensors instead.
-    return _record(f"selective_scan vs ref, fwd+bwd, D={Dm}, N={N}, L={L}", ours, base, 5, peak,
+    name = "selective_scan" if backend == "auto" else f"selective_scan ({backend} backend)"
+    return _record(f"{name} vs ref, fwd+bwd, D={Dm}, N={N}, L={L}", ours, base, 5, peak,
                    flops=20.0 * Dm * N * L, nbytes=4.0 * (8 * Dm * L + 6 * N * L))
 
 
@@ -206,7 +210,7 @@ def run(cfg: BenchConfig, out: Path | None, progress=print) -> list[dict]:
     peak = roofline(cfg)
     cases = [lambda: bench_s4d_kernel(cfg, peak), lambda: bench_fftconv(cfg, peak)]
     cases += [lambda L=L: bench_h3_vs_attention(cfg, peak, L) for L in cfg.layer_lens]
-    cases += [lambda: bench_selective_scan(cfg, peak), lambda: bench_state_passing_memory(cfg, peak)]
+    cases += [lambda: bench_selective_scan(cfg, peak), lambda: bench_selective_scan(cfg, peak, "compile"), lambda: bench_state_passing_memory(cfg, peak)]
     records = []
     for i, case in enumerate(cases, 1):
         rec = case()

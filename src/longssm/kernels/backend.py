@@ -5,11 +5,14 @@ Every stateful sequence op has a fast path and a ``*_ref`` twin with the same si
 of them layers call:
 
 * ``auto``: the fast pure-PyTorch path (chunked FFT convolution, cache-blocked scans); the
-  environment variable ``LONGSSM_BACKEND`` (``auto`` or ``ref``) overrides it, so a whole run can
+  environment variable ``LONGSSM_BACKEND`` (any backend below) overrides it, so a whole run can
   be switched to the reference without touching its config;
-* ``ref``: the reference twins (slow, obvious loops): for checking, never for training.
+* ``ref``: the reference twins (slow, obvious loops): for checking, never for training;
+* ``compile``: ``torch.compile``d kernels where they exist (the selective scan:
+  :mod:`longssm.kernels.compiled_scan`), the ``auto`` path for the other ops. Opt-in: the first
+  call per shape compiles (tens of seconds) and CPU needs a C++ compiler.
 
-Room is left for ``compile`` and ``triton``: a backend is one more column of :data:`OPS`.
+A backend is one more column of :data:`OPS` (room is left for ``triton``).
 The backend a process resolves to is logged once (logger ``longssm``).
 """
 
@@ -19,20 +22,21 @@ import logging
 import os
 from typing import Callable
 
+from longssm.kernels.compiled_scan import selective_scan_compiled
 from longssm.kernels.diagonal import ssm_conv, ssm_conv_ref
 from longssm.kernels.recurrence import linear_scan, linear_scan_ref
 from longssm.kernels.selective_scan import selective_scan, selective_scan_ref
 from longssm.kernels.shift import shift_conv, shift_conv_ref
 
-BACKENDS = ("auto", "ref")
+BACKENDS = ("auto", "ref", "compile")
 ENV = "LONGSSM_BACKEND"
 
 #: op name -> implementation per concrete backend.
 OPS: dict[str, dict[str, Callable]] = {
-    "ssm_conv": {"auto": ssm_conv, "ref": ssm_conv_ref},
-    "shift_conv": {"auto": shift_conv, "ref": shift_conv_ref},
-    "selective_scan": {"auto": selective_scan, "ref": selective_scan_ref},
-    "linear_scan": {"auto": linear_scan, "ref": linear_scan_ref},
+    "ssm_conv": {"auto": ssm_conv, "ref": ssm_conv_ref, "compile": ssm_conv},
+    "shift_conv": {"auto": shift_conv, "ref": shift_conv_ref, "compile": shift_conv},
+    "selective_scan": {"auto": selective_scan, "ref": selective_scan_ref, "compile": selective_scan_compiled},
+    "linear_scan": {"auto": linear_scan, "ref": linear_scan_ref, "compile": linear_scan},
 }
 
 _logged: set[str] = set()
