@@ -49,6 +49,23 @@ def test_run_cell_stops_on_plateau():
     assert rec["stopped"] == "max_epochs" and rec["epochs"] == 2
 
 
+@pytest.mark.slow
+def test_compiled_cell_trains_the_same_model():
+    """synthetics.compile only changes speed: same losses and accuracies, same parameter names."""
+    from longssm.data.synthetic import make_task
+    from longssm.experiments.synthetics import SyntheticConfig, run_cell
+
+    task = make_task("associative_recall", 0, n_train=64, n_test=16)
+    seen = {}
+    for compiled in (False, True):
+        losses = []
+        rec = run_cell(task, "s4d", 0, SyntheticConfig(max_epochs=2, embed_dropout=0.0, compile=compiled),
+                       on_epoch=lambda epoch, loss, acc: losses.append(loss))
+        seen[compiled] = (losses, rec["test_accuracy"], rec["train_accuracy"])
+    assert seen[True][1:] == seen[False][1:]
+    assert seen[True][0] == pytest.approx(seen[False][0], rel=1e-4)
+
+
 def test_mqar_sweep_command(tmp_path):
     import json
 

@@ -12,6 +12,8 @@ SUITES = {
                 "Mamba, mambapy",
     "train": "forward+backward tokens/s: our Mamba vs transformers' Mamba and mambapy; our H3, hybrid and "
              "Transformer vs transformers' GPT-2",
+    "step": "one training step of the synthetic tasks' tiny models: eager, torch.compile'd model, compile "
+            "kernel backend",
 }
 
 
@@ -27,7 +29,10 @@ def add_parser(sub) -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
     p.add_argument("--warmup", type=int, default=None, help="warm-up runs per case (kernels, eval, generate)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per case, median reported")
-    p.add_argument("--contenders", nargs="+", default=None, help="generate / train: only these contenders")
+    p.add_argument("--contenders", nargs="+", default=None,
+                   help="only these contenders (generate, train), cases (kernels: s4d-kernel fftconv "
+                        "h3-attention-L scan scan-compile state-passing) or models (step: s4d h3 attention "
+                        "mamba ...)")
     p.add_argument("--out", default=None, help="JSON output path (default results/bench_SUITE.json)")
     p.set_defaults(func=run)
 
@@ -43,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = BenchConfig.quick() if args.quick else BenchConfig()
         overrides = {k: v for k, v in (("warmup", args.warmup), ("repeats", args.repeats)) if v is not None}
-        bench(BenchConfig(**{**cfg.__dict__, **overrides}), out, progress=say)
+        bench(BenchConfig(**{**cfg.__dict__, **overrides}), out, progress=say, only=tuple(args.contenders or ()))
     elif args.suite == "eval":
         from longssm.evaluation import bench_eval
 
@@ -59,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         result = bench(dataclasses.replace(cfg, **changes), out, progress=say)
         plot(result, out.with_suffix(".png"))
         print("\n" + markdown(result))
+    elif args.suite == "step":
+        from longssm.experiments.synthetic_step_bench import run as bench
+
+        bench(out, repeats=args.repeats or (3 if args.quick else 20), progress=say,
+              **({"models": tuple(args.contenders)} if args.contenders else {}))
     else:
         import dataclasses
 

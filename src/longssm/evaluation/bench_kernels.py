@@ -205,12 +205,23 @@ def bench_state_passing_memory(cfg, peak):
     return rec
 
 
-def run(cfg: BenchConfig, out: Path | None, progress=print) -> list[dict]:
-    """Run every case, print a table, and write the records (with machine info) as JSON."""
+def case_names(cfg: BenchConfig) -> list[str]:
+    return (["s4d-kernel", "fftconv"] + [f"h3-attention-{L}" for L in cfg.layer_lens]
+            + ["scan", "scan-compile", "state-passing"])
+
+
+def run(cfg: BenchConfig, out: Path | None, progress=print, only: tuple[str, ...] = ()) -> list[dict]:
+    """Run every case (or the named ones, see :func:`case_names`), print a table, and write the
+    records (with machine info) as JSON."""
+    unknown = sorted(set(only) - set(case_names(cfg)))
+    if unknown:
+        raise ValueError(f"unknown kernel case(s) {', '.join(unknown)}; known: {', '.join(case_names(cfg))}")
     peak = roofline(cfg)
-    cases = [lambda: bench_s4d_kernel(cfg, peak), lambda: bench_fftconv(cfg, peak)]
-    cases += [lambda L=L: bench_h3_vs_attention(cfg, peak, L) for L in cfg.layer_lens]
-    cases += [lambda: bench_selective_scan(cfg, peak), lambda: bench_selective_scan(cfg, peak, "compile"), lambda: bench_state_passing_memory(cfg, peak)]
+    make = [lambda: bench_s4d_kernel(cfg, peak), lambda: bench_fftconv(cfg, peak)]
+    make += [lambda L=L: bench_h3_vs_attention(cfg, peak, L) for L in cfg.layer_lens]
+    make += [lambda: bench_selective_scan(cfg, peak), lambda: bench_selective_scan(cfg, peak, "compile"),
+             lambda: bench_state_passing_memory(cfg, peak)]
+    cases = [case for name, case in zip(case_names(cfg), make) if not only or name in only]
     records = []
     for i, case in enumerate(cases, 1):
         rec = case()

@@ -34,35 +34,36 @@ BLOCK = 32
 
 
 def _block_forward(dt, dtu, A, Bt, Ct, x):
-    """One block, time-major: dt, dtu (batch, T, D); Bt, Ct (batch, T, N); x (batch, D, N).
-    Returns (y (batch, T, D), the state after the block)."""
+    """One block: dt, dtu (batch, D, T) (slices of the channel-first inputs); Bt, Ct (batch, T, N);
+    x (batch, D, N). Returns (y (batch, D, T), the state after the block)."""
     ys = []
-    for t in range(dt.shape[1]):
-        x = torch.exp(dt[:, t, :, None] * A) * x + dtu[:, t, :, None] * Bt[:, t, None, :]
+    for t in range(dt.shape[-1]):
+        x = torch.exp(dt[..., t, None] * A) * x + dtu[..., t, None] * Bt[:, t, None, :]
         ys.append((x * Ct[:, t, None, :]).sum(-1))
-    return torch.stack(ys, 1), x
+    return torch.stack(ys, -1), x
 
 
 def _block_backward(dt, dtu, A, Bt, Ct, x, g_y, G):
     """Gradients of one block entered with state x; G = dLoss/d(state leaving the block).
 
-    Returns (g_dt, g_dtu (batch, T, D), g_A per batch row (batch, D, N), the states X_t and the
-    state gradients G_t (batch, T, D, N) for the channel reductions, dLoss/d(entering state))."""
+    Layouts as :func:`_block_forward`, g_y (batch, D, T). Returns (g_dt, g_dtu (batch, D, T), g_A
+    per batch row (batch, D, N), the states X_t and the state gradients G_t (batch, T, D, N) for the
+    channel reductions, dLoss/d(entering state))."""
+    T = dt.shape[-1]
     decays, states = [], [x]
-    for t in range(dt.shape[1]):
-        decays.append(torch.exp(dt[:, t, :, None] * A))
-        states.append(decays[-1] * states[-1] + dtu[:, t, :, None] * Bt[:, t, None, :])
-    T = dt.shape[1]
+    for t in range(T):
+        decays.append(torch.exp(dt[..., t, None] * A))
+        states.append(decays[-1] * states[-1] + dtu[..., t, None] * Bt[:, t, None, :])
     g_dt, g_dtu, Gs, g_A = [None] * T, [None] * T, [None] * T, 0
     for t in range(T - 1, -1, -1):
-        G = G + g_y[:, t, :, None] * Ct[:, t, None, :]
+        G = G + g_y[..., t, None] * Ct[:, t, None, :]
         Gs[t] = G
         g_dtu[t] = (G * Bt[:, t, None, :]).sum(-1)
         W = G * decays[t] * states[t]  # dLoss/d(dt_t A)
         g_dt[t] = (W * A).sum(-1)
-        g_A = g_A + W * dt[:, t, :, None]
+        g_A = g_A + W * dt[..., t, None]
         G = decays[t] * G
-    return (torch.stack(g_dt, 1), torch.stack(g_dtu, 1), g_A, torch.stack(states[1:], 1),
+    return (torch.stack(g_dt, -1), torch.stack(g_dtu, -1), g_A, torch.stack(states[1:], 1),
             torch.stack(Gs, 1), G)
 
 
@@ -73,29 +74,29 @@ def _compiled(name: str):
 
 
 def _per_position(v, M):
-    """sum over channels of v (batch, T, D) times M (batch, T, D, N) -> (batch, T, N), as one
+    """sum over channels of v (batch, D, T) times M (batch, T, D, N) -> (batch, T, N), as one
     batched matrix product."""
     b, T, D, N = M.shape
-    return torch.bmm(v.reshape(b * T, 1, D), M.reshape(b * T, D, N)).view(b, T, N)
+    return torch.bmm(v.transpose(1, 2).contiguous().view(b * T, 1, D), M.view(b * T, D, N)).view(b, T, N)
 
 
 class _CompiledScan(torch.autograd.Function):
-    """Time-major, padded to whole blocks: dt, dtu (batch, L, D); A (D, N); Bt, Ct (batch, L, N);
-    x0 (batch, D, N)."""
+    """Padded to whole blocks: dt, dtu (batch, D, L) channel-first; A (D, N); Bt, Ct
+    (batch, L, N) time-major (small); x0 (batch, D, N)."""
 
     @staticmethod
     def forward(ctx, dt, dtu, A, Bt, Ct, x0):
         fwd = _compiled("forward")
-        blocks = range(0, dt.shape[1], BLOCK)
-        y = dt.new_empty(dt.shape)
-        entering, x = [], x0
+        blocks = range(0, dt.shape[-1], BLOCK)
+        ys, entering, x = [], [], x0
         for s in blocks:
             entering.append(x)
             sl = slice(s, s + BLOCK)
-            y[:, sl], x = fwd(dt[:, sl], dtu[:, sl], A, Bt[:, sl], Ct[:, sl], x)
+            y, x = fwd(dt[..., sl], dtu[..., sl], A, Bt[:, sl], Ct[:, sl], x)
+            ys.append(y)
         ctx.save_for_backward(dt, dtu, A, Bt, Ct, torch.stack(entering))
         ctx.set_materialize_grads(False)
-        return y, x
+        return torch.cat(ys, -1), x  # one copy at the end: block-by-block strided writes cost more
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -104,21 +105,21 @@ class _CompiledScan(torch.autograd.Function):
         bwd = _compiled("backward")
         g_y = dt.new_zeros(dt.shape) if g_y is None else g_y.contiguous()
         G = torch.zeros_like(entering[0]) if g_last is None else g_last
-        g_dt, g_dtu = torch.empty_like(dt), torch.empty_like(dtu)
-        g_B, g_C, g_A = torch.empty_like(Bt), torch.empty_like(Ct), torch.zeros_like(A)
+        g_A = torch.zeros_like(A)
+        per_block = []  # (g_dt, g_dtu, g_B, g_C) of each block, last block first
         for i in range(len(entering) - 1, -1, -1):
             sl = slice(i * BLOCK, (i + 1) * BLOCK)
-            g_dt[:, sl], g_dtu[:, sl], gA, X, Gs, G = bwd(
-                dt[:, sl], dtu[:, sl], A, Bt[:, sl], Ct[:, sl], entering[i], g_y[:, sl], G)
+            g_dt, g_dtu, gA, X, Gs, G = bwd(
+                dt[..., sl], dtu[..., sl], A, Bt[:, sl], Ct[:, sl], entering[i], g_y[..., sl], G)
             g_A += gA.sum(0)
-            g_B[:, sl] = _per_position(dtu[:, sl], Gs)
-            g_C[:, sl] = _per_position(g_y[:, sl], X)
+            per_block.append((g_dt, g_dtu, _per_position(dtu[..., sl], Gs), _per_position(g_y[..., sl], X)))
+        g_dt, g_dtu, g_B, g_C = (torch.cat(parts[::-1], dim) for parts, dim in zip(zip(*per_block), (-1, -1, 1, 1)))
         return g_dt, g_dtu, g_A, g_B, g_C, G
 
 
-def _padded_time_major(t, L_pad):
-    """(batch, C, L) -> (batch, L_pad, C), zero-padded at the end."""
-    return F.pad(t, (0, L_pad - t.shape[-1])).transpose(1, 2).contiguous()
+def _padded(t, L_pad):
+    """(batch, C, L) zero-padded at the end to L_pad, and contiguous."""
+    return F.pad(t, (0, L_pad - t.shape[-1])) if L_pad > t.shape[-1] else t.contiguous()
 
 
 def selective_scan_compiled(
@@ -135,8 +136,8 @@ def selective_scan_compiled(
     L_pad = -(-L // BLOCK) * BLOCK
     x0 = initial_state if initial_state is not None else u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     y, last = _CompiledScan.apply(
-        _padded_time_major(delta, L_pad), _padded_time_major(delta * u, L_pad), A,
-        _padded_time_major(B, L_pad), _padded_time_major(C, L_pad), x0,
+        _padded(delta, L_pad), _padded(delta * u, L_pad), A,
+        _padded(B, L_pad).transpose(1, 2).contiguous(), _padded(C, L_pad).transpose(1, 2).contiguous(), x0,
     )
-    y = _finish(y[:, :L].transpose(1, 2), u, D, z)
+    y = _finish(y[..., :L], u, D, z)
     return y, (last if return_state else None)

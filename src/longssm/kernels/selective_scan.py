@@ -160,6 +160,7 @@ def _segment_size(elements_per_position: int) -> int:
     return max(1, (1 << 20) // elements_per_position)  # 1M elements: 4 MB per fp32 buffer
 
 
+@torch.compiler.disable  # opaque to a compiled model: dynamo would trace every position of the loop
 def selective_scan(
     u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
     initial_state=None, return_state=False, segment_size=None,
