@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     from longssm.cli.bench import add_parser as add_bench
 
     add_bench(sub)
+    from longssm.cli.convert import add_parser as add_convert
+
+    add_convert(sub)
     return parser
 
 

@@ -97,7 +97,7 @@ def _hf_documents(source: str) -> Iterator[Document]:
     try:
         import datasets
     except ImportError:
-        raise ImportError("Hugging Face corpora need the optional extra: pip install 'longssm[hf]'") from None
+        raise ImportError("Hugging Face corpora need the optional extra: pip install 'longssm[datasets]'") from None
     spec = source[len("hf:"):]
     name, _, split = spec.partition(":")
     ds = datasets.load_from_disk(name) if Path(name).exists() else datasets.load_dataset(name, split=split or "train")

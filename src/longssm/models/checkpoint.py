@@ -81,6 +81,27 @@ def _write_checkpoint(root: Path, step, model, optimizer, extra_state, record, k
     return final
 
 
+def save_model_only(folder: str | Path, model: torch.nn.Module, record: dict[str, Any]) -> Path:
+    """A checkpoint of weights and record only (an imported or converted model: no optimizer, no
+    carried state), written atomically into the new folder ``folder``; it loads with
+    :func:`load_model` (eval, generate, info, exports), not as a training run to resume."""
+    folder = Path(folder)
+    if folder.exists():
+        raise FileExistsError(f"{folder} exists; choose a new folder")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        save_safetensors(model, str(tmp / "model.safetensors"))
+        record = {**record, "format": FORMAT, "step": 0, "weights_only": True,
+                  "sha256": {"model.safetensors": _sha256(tmp / "model.safetensors")}}
+        (tmp / "record.json").write_text(json.dumps(record, indent=1))
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder from itself, a run folder, or a checkpoints folder (via ``latest``)."""
     path = Path(path)
