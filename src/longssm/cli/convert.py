@@ -27,6 +27,15 @@ def add_parser(sub) -> None:
     q.add_argument("checkpoint", help="checkpoint folder or run folder")
     q.add_argument("out", help="new (or empty) output folder")
     q.set_defaults(func=cmd_export)
+    q = esub.add_parser("hf", help="as a transformers model folder (any longssm model; trust_remote_code)",
+                        description="Write a checkpoint as a transformers folder: LongssmForCausalLM weights "
+                                    "(safetensors), config.json with auto_map, the model code, and the tokenizer "
+                                    "as a PreTrainedTokenizerFast. Load it with AutoModelForCausalLM."
+                                    "from_pretrained(OUT, trust_remote_code=True) (longssm must be installed), "
+                                    "or after longssm.integrations.hf.register() without trust_remote_code.")
+    q.add_argument("checkpoint", help="checkpoint folder or run folder")
+    q.add_argument("out", help="new (or empty) output folder")
+    q.set_defaults(func=cmd_export_hf)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -46,4 +55,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     model, tok, _, _ = load_model(args.checkpoint)
     out = export_hf_mamba(model, args.out, tok)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from longssm.integrations.hf import export_hf
+
+    print(f"wrote {export_hf(args.checkpoint, args.out)}")
     return 0
