@@ -88,7 +88,7 @@ def test_trust_remote_code_loads_in_a_fresh_python(exported, tmp_path):
             "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
             "assert 'longssm' not in sys.modules\n"
             f"m = AutoModelForCausalLM.from_pretrained({str(folder)!r}, trust_remote_code=True)\n"
-            f"tok = AutoTokenizer.from_pretrained({str(folder)!r})\n"
+            f"tok = AutoTokenizer.from_pretrained({str(folder)!r}, trust_remote_code=True)\n"
             f"ids = torch.tensor({ids.tolist()})\n"
             "print('RESULT', json.dumps({'logits': m(ids).logits[0, -1].tolist(), 'ids': tok('héllo')['input_ids'],"
             " 'class': type(m).__name__}))\n")
@@ -117,3 +117,11 @@ def test_without_the_extra_the_package_works_and_the_error_names_the_install():
             "try:\n    import longssm.integrations.hf\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'longssm[hf]'" in out.stdout
+
+
+def test_bench_hf_measures_both_and_they_agree(tmp_path):
+    out = tmp_path / "hf.json"
+    assert main(["bench", "hf", "--quick", "--contenders", "tiny-mamba", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["same_tokens"] and row["longssm_tokens_per_s"] > 0 and row["transformers_tokens_per_s"] > 0
+    assert row["overhead"] == pytest.approx(row["longssm_tokens_per_s"] / row["transformers_tokens_per_s"] - 1)

@@ -12,6 +12,7 @@ SUITES = {
                 "Mamba, mambapy",
     "train": "forward+backward tokens/s: our Mamba vs transformers' Mamba and mambapy; our H3, hybrid and "
              "Transformer vs transformers' GPT-2",
+    "hf": "decode speed through transformers' generate() against longssm's generate, same model",
     "step": "one training step of the synthetic tasks' tiny models: eager, torch.compile'd model, compile "
             "kernel backend",
 }
@@ -31,8 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per case, median reported")
     p.add_argument("--contenders", nargs="+", default=None,
                    help="only these contenders (generate, train), cases (kernels: s4d-kernel fftconv "
-                        "h3-attention-L scan scan-compile state-passing) or models (step: s4d h3 attention "
-                        "mamba ...)")
+                        "h3-attention-L scan scan-compile state-passing) models (step: s4d h3 attention "
+                        "mamba ...) or presets (hf)")
     p.add_argument("--out", default=None, help="JSON output path (default results/bench_SUITE.json)")
     p.set_defaults(func=run)
 
@@ -64,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
         result = bench(dataclasses.replace(cfg, **changes), out, progress=say)
         plot(result, out.with_suffix(".png"))
         print("\n" + markdown(result))
+    elif args.suite == "hf":
+        from longssm.integrations.hf_bench import PRESETS, run as bench
+
+        bench(out, presets=tuple(args.contenders or (PRESETS[:2] if args.quick else PRESETS)),
+              new_tokens=8 if args.quick else 64, repeats=args.repeats or (1 if args.quick else 5), progress=say)
     elif args.suite == "step":
         from longssm.experiments.synthetic_step_bench import run as bench
 
