@@ -51,7 +51,7 @@ def test_generate_carries_the_state_and_equals_ours(arch, kw):
         torch.testing.assert_close(theirs, mine, rtol=0, atol=1e-5)
 
 
-def test_forward_loss_and_padding_refusal():
+def test_forward_loss():
     m = _model()
     w = to_hf(m)
     ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(2))
@@ -60,10 +60,35 @@ def test_forward_loss_and_padding_refusal():
     assert torch.equal(out.logits, logits)
     expected = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
     torch.testing.assert_close(out.loss, expected)
-    mask = torch.ones_like(ids)
-    mask[1, -3:] = 0
-    with pytest.raises(ValueError, match="padded batches are not supported"):
-        w(ids, attention_mask=mask)
+
+
+@pytest.mark.parametrize("arch,kw", [("h3", {"attention_at": (1,)}), ("mamba", {})])
+def test_padded_batches_give_each_row_what_it_gets_alone(arch, kw):
+    m = _model(arch, **kw)
+    w = to_hf(m)
+    rows = [torch.randint(0, 256, (n,), generator=torch.Generator().manual_seed(n)) for n in (7, 3, 5)]
+    L = max(len(r) for r in rows)
+    left = torch.zeros(3, L, dtype=torch.long)
+    mask = torch.zeros(3, L, dtype=torch.long)
+    for b, r in enumerate(rows):
+        left[b, L - len(r):], mask[b, L - len(r):] = r, 1
+    out = w.generate(left, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                     return_dict_in_generate=True, output_logits=True)
+    right, right_mask = left.clone(), mask.clone()
+    for b, r in enumerate(rows):
+        right[b], right_mask[b] = 0, 0
+        right[b, :len(r)], right_mask[b, :len(r)] = r, 1
+    with torch.no_grad():
+        right_logits = w(right, attention_mask=right_mask).logits
+    for b, r in enumerate(rows):
+        alone = generate(m, r[None], 6, temperature=0.0, return_scores=True)
+        assert torch.equal(out.sequences[b, L:], alone.tokens[0])
+        for step, logits in enumerate(out.logits):
+            torch.testing.assert_close(logits[b], alone.scores[0, step], rtol=0, atol=1e-5)
+        with torch.no_grad():
+            torch.testing.assert_close(right_logits[b, :len(r)], m(r[None])[0][0], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="pad on the left"):
+        w.generate(right, attention_mask=right_mask, max_new_tokens=2, do_sample=False)
 
 
 def test_save_and_load_in_process_with_register(exported, tmp_path):

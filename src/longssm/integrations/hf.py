@@ -15,8 +15,10 @@ hybrids, Mamba, S4D, attention) as a ``PreTrainedModel`` with ``GenerationMixin`
 * :func:`hf_tokenizer` gives a ``PreTrainedTokenizerFast`` that encodes exactly as our byte or
   BPE tokenizer.
 
-Padded batches (an attention mask with zeros) are refused with a clear error: an SSM's state
-would run over the padding.
+Padded batches (an attention mask with zeros, padding on either side) run grouped by length
+(:mod:`longssm.models.padded`): no state ever sees padding, and each row's logits, state and
+continuation are the ones it gets alone. ``generate()`` needs left padding, as for every
+decoder-only model in transformers.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ except ImportError as e:  # pragma: no cover - exercised by a test without the e
 
 from longssm.models.config import ModelConfig
 from longssm.models.model import LanguageModel
+from longssm.models.padded import GroupedState, forward_padded, from_mask, step_grouped, to_left
 
 
 class LongssmConfig(PretrainedConfig):
@@ -87,12 +90,19 @@ class LongssmForCausalLM(PreTrainedModel, GenerationMixin):
     def forward(self, input_ids: torch.Tensor, state=None, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, use_cache: bool | None = None,
                 return_dict: bool | None = None, **kwargs) -> LongssmCausalLMOutput:
-        if attention_mask is not None and not bool(attention_mask.all()):
-            raise ValueError("attention_mask has zeros: padded batches are not supported by LongssmForCausalLM "
-                             "(an SSM's state would run over the padding); pass rows of equal length")
-        if state is not None and input_ids.shape[1] == 1:
+        if isinstance(state, GroupedState):  # a padded batch's rows, continued group by group
+            logits, state = step_grouped(self.lm, input_ids[:, -1], state)
+            logits = logits[:, None]
+        elif state is not None and input_ids.shape[1] == 1:
             logits, state = self.lm.step(input_ids[:, 0], state)  # one recurrent step per new token
             logits = logits[:, None]
+        elif attention_mask is not None and not bool(attention_mask.all()):
+            if state is not None:
+                raise ValueError("a padded batch (attention_mask with zeros) must start from the zero state")
+            ids, lengths, left = from_mask(input_ids, attention_mask)
+            logits, state = forward_padded(self.lm, ids, lengths)  # no state sees padding
+            if left:
+                logits = to_left(logits, lengths)
         else:
             logits, state = self.lm(input_ids, state)
         loss = None
@@ -104,6 +114,9 @@ class LongssmForCausalLM(PreTrainedModel, GenerationMixin):
         """The whole prompt first; afterwards only the newest token, with the state carried."""
         if state is not None:
             return {"input_ids": input_ids[:, -1:], "state": state}
+        if attention_mask is not None and not bool(attention_mask[:, -1].all()):
+            raise ValueError("generate() with right-padded prompts would continue after the padding; pad on "
+                             "the left (tokenizer.padding_side = 'left')")
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False,

@@ -8,6 +8,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 
 from longssm.models.model import LanguageModel
+from longssm.models.padded import forward_padded, step_grouped
 
 
 class Generation(NamedTuple):
@@ -44,8 +45,12 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
 def generate(model: LanguageModel, input_ids: torch.Tensor, max_new_tokens: int, *,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              stop_tokens: Sequence[int] = (), generator: torch.Generator | None = None,
-             return_scores: bool = False, on_token: Callable[[torch.Tensor], bool | None] | None = None) -> Generation:
+             return_scores: bool = False, on_token: Callable[[torch.Tensor], bool | None] | None = None,
+             lengths: torch.Tensor | None = None) -> Generation:
     """Continue each prompt row of ``input_ids`` (batch, prompt_len) by up to max_new_tokens.
+
+    ``lengths`` (batch,): prompts of different lengths, right-padded; each row continues from its
+    own last token with the state it has alone (rows grouped by length, ``longssm.models.padded``).
 
     Stops early once every row has emitted one of ``stop_tokens``; ``on_token`` receives each new
     (batch,) tensor of ids as it is drawn (for streaming output) and stops generation by returning
@@ -53,8 +58,13 @@ def generate(model: LanguageModel, input_ids: torch.Tensor, max_new_tokens: int,
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    logits, state = model(input_ids)
-    next_logits = logits[:, -1]
+    if lengths is None:
+        logits, state = model(input_ids)
+        next_logits, step = logits[:, -1], model.step
+    else:
+        logits, state = forward_padded(model, input_ids, lengths)
+        next_logits = logits[torch.arange(input_ids.shape[0], device=logits.device), lengths.long() - 1]
+        step = lambda tok, s: step_grouped(model, tok, s)  # noqa: E731
     stops = torch.tensor(list(stop_tokens), dtype=torch.long, device=input_ids.device)
     finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     last_stop = torch.zeros_like(input_ids[:, 0])
@@ -71,5 +81,5 @@ def generate(model: LanguageModel, input_ids: torch.Tensor, max_new_tokens: int,
         wants_stop = on_token is not None and bool(on_token(tok))
         if wants_stop or bool(finished.all()) or i == max_new_tokens - 1:
             break
-        next_logits, state = model.step(tok, state)
+        next_logits, state = step(tok, state)
     return Generation(torch.stack(tokens, 1), torch.stack(scores, 1) if return_scores else None, finished)
