@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	# Pin torch first, then install under constraints.txt (the same pin), so that resolving the
 	# package's `torch>=2.4` range or an extra's own torch requirement installs nothing more.
 	$(PY) -m pip install --quiet -c constraints.txt torch
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench,hf]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench,hf,eval]'
 	touch $@
 
 venv: $(VENV)/.installed

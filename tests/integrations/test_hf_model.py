@@ -139,9 +139,11 @@ def test_without_the_extra_the_package_works_and_the_error_names_the_install():
             "import torch\n"
             "from longssm.models import LanguageModel, model_config\n"
             "LanguageModel(model_config('h3', vocab_size=16, d_model=8, n_layer=1))(torch.zeros(1, 3, dtype=torch.long))\n"
-            "try:\n    import longssm.integrations.hf\nexcept ImportError as e:\n    print(e)\n")
+            "try:\n    import longssm.integrations.hf\nexcept ImportError as e:\n    print(e)\n"
+            "sys.modules['lm_eval'] = None\n"
+            "try:\n    import longssm.integrations.lm_eval\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "pip install 'longssm[hf]'" in out.stdout
+    assert "pip install 'longssm[hf]'" in out.stdout and "pip install 'longssm[eval]'" in out.stdout
 
 
 def test_bench_hf_measures_both_and_they_agree(tmp_path):

@@ -32,8 +32,16 @@ def test_readme_examples_run(tmp_path, monkeypatch, capsys):
     save_model_only("runs/demo", LanguageModel(get_preset("tiny-hybrid", vocab_size=256)),
                     {"model_config": get_preset("tiny-hybrid", vocab_size=256).to_dict(),
                      "tokenizer": ByteTokenizer().to_json()})
+    (tmp_path / "my_tasks").mkdir()
+    (tmp_path / "my_tasks" / "data.jsonl").write_text('{"text": "a few words", "more": " of text"}\n' * 3)
+    (tmp_path / "my_tasks" / "my_task.yaml").write_text(
+        "task: my_task\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {tmp_path / 'my_tasks' / 'data.jsonl'}\ntest_split: test\noutput_type: multiple_choice\n"
+        "doc_to_text: '{{text}}'\ndoc_to_choice: ['{{more}}', ' else']\ndoc_to_target: 0\n"
+        "metric_list:\n  - metric: acc\n")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     found = blocks()
-    assert [lang for lang, _ in found] == ["bash", "python"]
+    assert [lang for lang, _ in found] == ["bash", "python", "python"]
     for line in found[0][1].splitlines():
         argv = shlex.split(line, comments=True)
         assert argv[0] == "longssm"
@@ -42,3 +50,5 @@ def test_readme_examples_run(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "Do you wish to run the custom code" not in out  # nothing waits for a keypress
     assert out.strip().splitlines()[-1].startswith("The state")
+    exec(compile(found[2][1], "README.md", "exec"), {})
+    assert "'acc,none'" in capsys.readouterr().out

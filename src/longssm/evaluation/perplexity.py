@@ -133,6 +133,20 @@ def evaluate_streams(model: LanguageModel, streams: np.ndarray, eval_len: int, m
     return {"mode": mode, "order": order, "eval_len": eval_len, "loss": loss, "tokens": n * S}
 
 
+@torch.no_grad()
+def document_nll(model: LanguageModel, tokens: torch.Tensor, window: int = 2048) -> float:
+    """Summed NLL (nats) of tokens[1:] (1-D) given every earlier token: the document is read in
+    windows of ``window`` tokens with the state carried and nothing dropped (attention keeps its
+    whole KV cache), so there is no context limit for any layer."""
+    if tokens.dim() != 1 or tokens.numel() < 2:
+        raise ValueError(f"tokens must be 1-D with at least 2 tokens, got shape {tuple(tokens.shape)}")
+    total, state = 0.0, None
+    for s in range(0, tokens.numel() - 1, window):
+        nll, state = _nll(model, tokens[s: s + window + 1][None], state)
+        total += nll
+    return total
+
+
 def _nll(model, win, state, return_state=True):
     """Summed NLL of win[:, 1:] given win[:, :-1] from ``state``, and the state left; the head
     and the loss run over chunks of at most LOGITS_PER_CHUNK logits."""
