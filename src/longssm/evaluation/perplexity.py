@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from longssm.layers.state import detach_state
 from longssm.models import LanguageModel
+from longssm.models.sharded import root_gathered
 from longssm.models.state import bound_context
 
 LOGITS_PER_CHUNK = 1 << 24  # logits (tokens x vocabulary) held at once: 64 MiB in float32
@@ -150,6 +151,11 @@ def document_nll(model: LanguageModel, tokens: torch.Tensor, window: int = 2048)
 def _nll(model, win, state, return_state=True):
     """Summed NLL of win[:, 1:] given win[:, :-1] from ``state``, and the state left; the head
     and the loss run over chunks of at most LOGITS_PER_CHUNK logits."""
+    with root_gathered(model):  # an FSDP model's embedding and head, called here directly
+        return _nll_gathered(model, win, state, return_state)
+
+
+def _nll_gathered(model, win, state, return_state):
     x, new_state = model.backbone(win[:, :-1], state, return_state=return_state)
     x, targets = x.flatten(0, 1), win[:, 1:].flatten()
     per = max(1, LOGITS_PER_CHUNK // model.config.vocab_size)

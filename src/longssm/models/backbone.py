@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from longssm.layers import MIXERS, configure, set_optim
 from longssm.models.config import ModelConfig
@@ -66,7 +67,15 @@ class Block(nn.Module):
     def _mlp(self, x):
         return x if self.mlp is None else x + self.mlp(self.norm2(x))
 
+    checkpointing = False  # recompute this block's activations in backward (set_activation_checkpointing)
+
     def forward(self, x, state=None, return_state=True, dt=None):
+        if self.checkpointing and torch.is_grad_enabled():
+            # non-reentrant: the state passes through as it is; dropout's RNG state is replayed
+            return checkpoint(self._forward, x, state, return_state, dt, use_reentrant=False)
+        return self._forward(x, state, return_state, dt)
+
+    def _forward(self, x, state, return_state, dt):
         kw = {} if dt is None else {"dt": dt}
         y, state = self.mixer(self.norm1(x), state, return_state=return_state, **kw)
         return self._mlp(x + self.drop(y)), state
@@ -91,6 +100,13 @@ def check_ids(ids: torch.Tensor, rank: int, what: str, vocab_size: int) -> None:
         raise ValueError(f"{what} must have shape {shape}, got {tuple(ids.shape)}")
     if ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
         raise ValueError(f"{what} contains ids outside [0, {vocab_size}): min {ids.min().item()}, max {ids.max().item()}")
+
+
+def set_activation_checkpointing(model: nn.Module, on: bool = True) -> None:
+    """Recompute every block's activations in backward (training with less memory)."""
+    for m in model.modules():
+        if isinstance(m, Block):
+            m.checkpointing = on
 
 
 class Backbone(nn.Module):

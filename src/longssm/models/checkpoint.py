@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_model as load_safetensors, save_model as save_safetensors
 
-FILES = ("model.safetensors", "optimizer.pt", "state.pt")
+SHARDED = "dcp"  # the folder of a sharded run's model and optimizer (torch.distributed.checkpoint)
 
 
 class CheckpointError(RuntimeError):
@@ -52,16 +52,32 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, opti
 
 
 def _write_checkpoint(root: Path, step, model, optimizer, extra_state, record, keep) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):  # a write that a killed process left half done
-        shutil.rmtree(stale, ignore_errors=True)
-    final = root / f"step_{step:07d}"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    tmp = begin_checkpoint(root)
     try:
         save_safetensors(model, str(tmp / "model.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return finish_checkpoint(root, tmp, step, extra_state, record, keep)
+
+
+def begin_checkpoint(root: Path) -> Path:
+    """A new temporary folder in ``root`` to assemble a checkpoint in (stale ones removed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp-*"):  # a write that a killed process left half done
+        shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+
+
+def finish_checkpoint(root: Path, tmp: Path, step: int, extra_state, record: dict, keep: int) -> Path:
+    """Add ``state.pt`` and ``record.json`` (the sha256 of every file in ``tmp``) to the weights
+    already in ``tmp``, rename it into place as ``step_NNNNNNN`` and point ``latest`` at it."""
+    final = root / f"step_{step:07d}"
+    try:
         torch.save(extra_state, tmp / "state.pt")
-        record = {**record, "format": FORMAT, "step": step, "sha256": {f: _sha256(tmp / f) for f in FILES}}
+        files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        record = {**record, "format": FORMAT, "step": step, "sha256": {f: _sha256(tmp / f) for f in files}}
         (tmp / "record.json").write_text(json.dumps(record, indent=1))
         if final.exists():
             shutil.rmtree(final)
@@ -142,10 +158,11 @@ def read_record(ckpt: Path) -> dict:
         raise CheckpointError(f"{ckpt / 'record.json'}: corrupted ({e})") from None
 
 
-def verify(ckpt: Path, record: dict, files=FILES) -> None:
+def verify(ckpt: Path, record: dict, files=None) -> None:
+    """The checksums of ``files`` (default: every file the record names) match."""
     if not isinstance(record.get("sha256"), dict):
         raise CheckpointError(f"{ckpt / 'record.json'}: has no checksums")
-    for name in files:
+    for name in files or record["sha256"]:
         path = ckpt / name
         if not path.exists():
             raise CheckpointError(f"{path}: missing")
@@ -154,6 +171,12 @@ def verify(ckpt: Path, record: dict, files=FILES) -> None:
 
 
 def load_weights(ckpt: Path, model: torch.nn.Module) -> None:
+    """The checkpoint's weights into ``model`` (plain or FSDP-sharded), from safetensors or, for a
+    checkpoint of a sharded run, from its ``dcp`` folder (resharded to this process count)."""
+    if (ckpt / SHARDED).is_dir():
+        from longssm.models.sharded import load_sharded
+
+        return load_sharded(ckpt / SHARDED, model)
     try:
         missing, unexpected = load_safetensors(model, str(ckpt / "model.safetensors"), strict=False)
     except Exception as e:  # safetensors raises its own error types for malformed headers
@@ -222,7 +245,7 @@ def load_model(path: str | Path):
 
     folder = find_checkpoint(path)
     record = read_record(folder)
-    verify(folder, record, files=("model.safetensors",))
+    verify(folder, record, files=[f for f in record["sha256"] if f == "model.safetensors" or f.startswith(SHARDED + "/")])
     model = LanguageModel(ModelConfig.from_dict(record["model_config"]))
     load_weights(folder, model)
     return model.eval(), tokenizer_from_json(record["tokenizer"]), record, folder

@@ -47,6 +47,9 @@ class DataConfig:
     """Where prepared shards are kept and reused; empty: <train.out_dir>/data."""
 
 
+PARALLEL = ("ddp", "fsdp")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, state initialisation, evaluation and checkpoint cadence."""
@@ -100,6 +103,13 @@ class TrainConfig:
     """auto (cuda if available), cpu or cuda."""
     precision: str = "auto"
     """auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16."""
+    parallel: str = "ddp"
+    """Under torchrun: ddp (each process holds the whole model) or fsdp (FSDP2: parameters,
+    gradients and optimizer state sharded per block; checkpoints sharded through
+    torch.distributed.checkpoint)."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward instead of keeping them (less memory, one
+    more forward per block)."""
 
     def __post_init__(self):
         if self.state_init not in STATE_INITS:
@@ -114,6 +124,8 @@ class TrainConfig:
             raise ValueError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.parallel not in PARALLEL:
+            raise ValueError(f"train.parallel must be one of {PARALLEL}, got {self.parallel!r}")
 
     @property
     def global_batch(self) -> int:
@@ -154,7 +166,7 @@ def with_absolute_paths(run: RunConfig) -> RunConfig:
 #: not what it computes. Any other difference from the recorded run is refused.
 SAFE_ON_RESUME = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
                   "train.checkpoint_every", "train.keep_checkpoints", "train.max_minutes", "train.device",
-                  "train.out_dir")
+                  "train.out_dir", "train.parallel", "train.activation_checkpointing")
 
 
 def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

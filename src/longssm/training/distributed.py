@@ -41,8 +41,35 @@ class Distributed:
         ids = [self.local_rank] if next(model.parameters()).is_cuda else None
         return DistributedDataParallel(model, device_ids=ids)
 
+    def shard(self, model: torch.nn.Module, bf16: bool) -> torch.nn.Module:
+        """FSDP2, in place: ``fully_shard`` each block, then the root (embedding, final norm, head),
+        as its documentation prescribes; ``step`` registered as a forward method so a sharded model
+        generates. With bf16 the blocks compute in bf16 from fp32 parameters (gradients reduced in
+        fp32) while every SSM core keeps fp32 parameters, as the cores' precision rules require."""
+        if self.world == 1:
+            return model
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+        from longssm.layers.cores import Core
+
+        hints = {n: p._optim for n, p in model.named_parameters() if hasattr(p, "_optim")}  # SSM lr / decay
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 \
+            else MixedPrecisionPolicy()
+        for block in model.backbone.blocks:
+            if bf16:
+                for core in [m for m in block.modules() if isinstance(m, Core)]:
+                    fully_shard(core, mp_policy=MixedPrecisionPolicy(param_dtype=torch.float32))
+            fully_shard(block, mp_policy=policy)
+            register_fsdp_forward_method(block, "step")  # Backbone.step calls each block's step
+        fully_shard(model, mp_policy=policy)
+        register_fsdp_forward_method(model, "step")
+        for name, p in model.named_parameters():  # sharding made new Parameters: carry the hints over
+            if name in hints:
+                p._optim = hints[name]
+        return model
+
     def no_sync(self, net):
-        return net.no_sync() if self.world > 1 else contextlib.nullcontext()
+        return net.no_sync() if self.world > 1 and hasattr(net, "no_sync") else contextlib.nullcontext()
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         if self.world > 1:

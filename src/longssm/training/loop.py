@@ -24,13 +24,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from longssm.data import ConsecutiveStreams, RandomWindows, tokenizer_from_json, tokenizer_hash
 from longssm.data.prepare import prepare_splits
 from longssm.evaluation.perplexity import evaluate
-from longssm.models import LanguageModel, count_parameters
+from longssm.models import LanguageModel, count_parameters, set_activation_checkpointing
 from longssm.models import checkpoint as ckpt
+from longssm.models.sharded import load_full_into_sharded, load_sharded, save_sharded
 from longssm.models.state import carry, load_state_tensors, noise_state, reset_rows, state_tensors, to_device
 from longssm.training.config import RunConfig, with_absolute_paths
 from longssm.training.distributed import Distributed
@@ -49,9 +51,12 @@ def _device(cfg) -> torch.device:
     return torch.device("cpu")
 
 
+def _bf16(cfg, device) -> bool:
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+
+
 def _autocast(cfg, device):
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16) if _bf16(cfg, device) else contextlib.nullcontext()
 
 
 @dataclass
@@ -128,6 +133,10 @@ def setup(run: RunConfig, log=print) -> Session:
     with dist.rank0_first():
         train_shard, valid_shard = prepare_splits(run.data, run.data.cache_dir or out / "data", log=dist.log(log))
     model = LanguageModel(run.model_config(train_shard.tokenizer.vocab_size)).to(device)
+    if cfg.activation_checkpointing:
+        set_activation_checkpointing(model)
+    if cfg.parallel == "fsdp":
+        dist.shard(model, bf16=_bf16(cfg, device))  # before the optimizer: it must see the shards
     optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
     if cfg.state_init == "previous":
         loader = ConsecutiveStreams(train_shard.tokens, train_shard.doc_starts, cfg.global_batch, cfg.seq_len,
@@ -152,18 +161,47 @@ def restore(s: Session, log=print) -> tuple[int, list]:
     if tokenizer_hash(tokenizer_from_json(record["tokenizer"])) != tokenizer_hash(s.tokenizer):
         raise ValueError(f"{path} was trained with another tokenizer than the data now prepared for it "
                          f"({tokenizer_hash(s.tokenizer)}); resume with the run's own data")
-    ckpt.load_weights(path, s.model)
-    _load_optimizer(s, ckpt.load_extra(path, "optimizer.pt"), legacy=record.get("format", 1) < ckpt.FORMAT)
-    extra = ckpt.load_extra(path, "state.pt")[s.dist.rank]
-    torch.set_rng_state(extra["rng"])
+    if (path / ckpt.SHARDED).is_dir():  # a sharded run's checkpoint, into any process count
+        load_sharded(path / ckpt.SHARDED, s.model, s.optimizer)
+    elif _is_sharded(s.model):  # a single-process checkpoint into a sharded run
+        load_full_into_sharded(s.model, s.optimizer, load_file(str(path / "model.safetensors")),
+                               ckpt.load_extra(path, "optimizer.pt"))
+    else:
+        ckpt.load_weights(path, s.model)
+        _load_optimizer(s, ckpt.load_extra(path, "optimizer.pt"), legacy=record.get("format", 1) < ckpt.FORMAT)
+    extras = ckpt.load_extra(path, "state.pt")
+    torch.set_rng_state(extras[s.dist.rank % len(extras)]["rng"])
     template = carry(s.model.init_state(s.micro, device=s.device), s.model.carried)
-    states = [None if t is None else to_device(load_state_tensors(template, _fields(t), f"{path}/state.pt"), s.device)
-              for t in extra["states"]]
+    saved = _states_for(extras, s.dist.rank, s.dist.world, s.run.train.accumulate, s.micro)
+    states = [None if t is None else to_device(load_state_tensors(template, t, f"{path}/state.pt"), s.device)
+              for t in saved]
     if s.dist.rank == 0:
         _cut_metrics(s.out / "metrics.jsonl", record["step"])
         log(f"resumed from {path} at step {record['step']}")
     s.elapsed0 = float(record.get("metrics", {}).get("elapsed_s", 0.0))
     return record["step"], states
+
+
+def _is_sharded(model) -> bool:
+    return any(hasattr(p, "device_mesh") for p in model.parameters())
+
+
+def _states_for(extras: list, rank: int, world: int, accumulate: int, micro: int) -> list:
+    """This process's carried states (by field path, per micro-batch) from those every process of
+    the saved run kept: the same when the process count is unchanged; otherwise the global batch's
+    rows (process-major, then micro-batch, as the loaders split them) cut again for this count."""
+    per_rank = [[None if t is None else _fields(t) for t in e["states"]] for e in extras]
+    if len(extras) == world:
+        return per_rank[rank]
+    flat = [t for states in per_rank for t in states]
+    if all(t is None for t in flat):
+        return [None] * accumulate
+    if any(t is None for t in flat):
+        raise ValueError("the checkpoint holds carried states for some micro-batches only; resume it with "
+                         f"its own process count ({len(extras)})")
+    rows = {k: torch.cat([t[k] for t in flat]) for k in flat[0]}
+    first = rank * accumulate * micro
+    return [{k: v[first + j * micro: first + (j + 1) * micro] for k, v in rows.items()} for j in range(accumulate)]
 
 
 def _cut_metrics(path: Path, step: int) -> None:
@@ -231,7 +269,7 @@ def train_step(s: Session, step: int, states: list) -> float:
 
 def run_steps(s: Session, start: int, states: list, progress: bool, log) -> dict:
     cfg, dist, model = s.run.train, s.dist, s.model
-    s.net = dist.wrap(model)
+    s.net = dist.wrap(model) if cfg.parallel == "ddp" else model  # FSDP shards the model itself
     metrics_file = s.out / "metrics.jsonl"
     if dist.rank == 0:
         s.out.mkdir(parents=True, exist_ok=True)
@@ -335,8 +373,15 @@ def _initial_state(s: Session, carried, reset, step: int, j: int):
 def _save(s: Session, step: int, states: list, metrics: dict) -> None:
     saved = [None if st is None else state_tensors(to_device(st, "cpu")) for st in states]
     extra = s.dist.gather({"rng": torch.get_rng_state(), "states": saved})
-    if s.dist.rank == 0:
-        record = {"config": s.run.to_dict(), "model_config": s.model.config.to_dict(),
-                  "tokenizer": s.tokenizer.to_json(), "metrics": metrics, "world": s.dist.world}
-        ckpt.save_checkpoint(s.out, step, s.model, s.optimizer, extra, record, keep=s.run.train.keep_checkpoints)
+    record = {"config": s.run.to_dict(), "model_config": s.model.config.to_dict(),
+              "tokenizer": s.tokenizer.to_json(), "metrics": metrics, "world": s.dist.world}
+    keep, root = s.run.train.keep_checkpoints, s.out / "checkpoints"
+    if _is_sharded(s.model):  # every process writes its shards into rank 0's temporary folder
+        tmp = Path(s.dist.broadcast(str(ckpt.begin_checkpoint(root)) if s.dist.rank == 0 else None))
+        save_sharded(tmp / ckpt.SHARDED, s.model, s.optimizer)
+        s.dist.barrier()
+        if s.dist.rank == 0:
+            ckpt.finish_checkpoint(root, tmp, step, extra, record, keep)
+    elif s.dist.rank == 0:
+        ckpt.save_checkpoint(s.out, step, s.model, s.optimizer, extra, record, keep=keep)
     s.dist.barrier()

@@ -54,7 +54,8 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip
     Returns the gradient norm before clipping, or None."""
     norm = None
     if grad_clip is not None:
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float("inf")).item()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float("inf"))
+        norm = (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).item()  # a DTensor under FSDP
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return norm
