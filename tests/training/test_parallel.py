@@ -61,6 +61,13 @@ def test_ddp_fsdp_and_checkpointed_fsdp_match_one_process(tmp_path, state_init):
     assert len(got["one"]) == 3
     for name in runs:
         assert max(abs(a - b) for a, b in zip(got[name], got["one"])) <= 1e-5, (name, got[name], got["one"])
+    # the sharded run's checkpoint (torch.distributed.checkpoint shards) loads into one process
+    from longssm.models.checkpoint import load_model
+
+    sharded, one = load_model(tmp_path / "fsdp")[0], load_model(tmp_path / "one")[0]
+    assert (tmp_path / "fsdp" / "checkpoints" / "step_0000003" / "dcp").is_dir()
+    for (name, p), q in zip(sharded.named_parameters(), one.parameters()):
+        assert (p - q).abs().max().item() <= 1e-5, name
 
 
 @pytest.mark.slow
@@ -121,3 +128,14 @@ def test_a_sharded_model_generates_as_the_gathered_one_and_keeps_its_optimiser_g
     got = json.loads((tmp_path / "result.json").read_text())
     assert got["sharded"] and got["same_groups"] and got["same_tokens"], got
     assert got["max_score_diff"] <= 1e-5, got
+
+
+@pytest.mark.slow
+def test_bench_parallel_measures_each_configuration(tmp_path):
+    from longssm.cli.main import main
+
+    out = tmp_path / "parallel.json"
+    assert main(["bench", "parallel", "--quick", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["processes"], r["activation_checkpointing"]) for r in rows] == [(1, False), (1, True), (2, False), (2, True)]
+    assert all(r["peak_mb_per_process"] > 0 and r["step_s"] > 0 for r in rows)

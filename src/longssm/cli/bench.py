@@ -13,6 +13,8 @@ SUITES = {
     "train": "forward+backward tokens/s: our Mamba vs transformers' Mamba and mambapy; our H3, hybrid and "
              "Transformer vs transformers' GPT-2",
     "hf": "decode speed through transformers' generate() against longssm's generate, same model",
+    "parallel": "peak memory per process and step time: 1 vs 2 FSDP2 processes, with and without activation "
+                "checkpointing (hybrid-h3-355m)",
     "step": "one training step of the synthetic tasks' tiny models: eager, torch.compile'd model, compile "
             "kernel backend",
 }
@@ -33,7 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--contenders", nargs="+", default=None,
                    help="only these contenders (generate, train), cases (kernels: s4d-kernel fftconv "
                         "h3-attention-L scan scan-compile state-passing) models (step: s4d h3 attention "
-                        "mamba ...) or presets (hf)")
+                        "mamba ...) or presets (hf; parallel: one preset)")
     p.add_argument("--out", default=None, help="JSON output path (default results/bench_SUITE.json)")
     p.set_defaults(func=run)
 
@@ -70,6 +72,12 @@ def run(args: argparse.Namespace) -> int:
 
         bench(out, presets=tuple(args.contenders or (PRESETS[:2] if args.quick else PRESETS)),
               new_tokens=8 if args.quick else 64, repeats=args.repeats or (1 if args.quick else 5), progress=say)
+    elif args.suite == "parallel":
+        from longssm.experiments.parallel_memory import run as bench
+
+        kw = {"preset": "tiny-hybrid", "vocab": 256, "seq_len": 64, "steps": 1} if args.quick else {}
+        bench(out, **({**kw, "preset": args.contenders[0]} if args.contenders else kw),
+              **({"steps": args.repeats} if args.repeats else {}), progress=say)
     elif args.suite == "step":
         from longssm.experiments.synthetic_step_bench import run as bench
 
