@@ -4,11 +4,11 @@ Same arguments, results and semantics as :func:`longssm.kernels.selective_scan.s
 (Mamba, Gu & Dao 2023, Algorithm 2). The sequence is cut into blocks of :data:`BLOCK` positions;
 one block's recurrence is written as an unrolled Python loop over its positions, and
 ``torch.compile`` (inductor) turns that loop into one fused C++ loop nest over (batch, channel)
-with the state dimension vectorised: the decays, inputs, state updates and readouts of a block
-never leave registers and L1, and one call replaces the ~5 dispatched ops per position of the eager
-path. The backward pass is the same: a compiled block recomputes its states from the state that
-entered it (only the entering states are saved, as in mamba_ssm's CUDA kernel) and runs the
-reverse recurrence, with the reductions over the state dimension fused into the same loop nest.
+with the state dimension vectorised (the forward is one OpenMP loop): the decays, inputs, state
+updates and readouts of a block stay in cache, and one call replaces the ~5 dispatched ops per
+position of the eager path. The backward pass is the same idea: a compiled block recomputes its
+states from the state that entered it (only the entering states are saved, as in mamba_ssm's CUDA
+kernel) and runs the reverse recurrence and the reductions over the state dimension.
 The reductions over channels (the gradients of B and C) are left out of it: inductor splits them
 into one parallel region per state index, which costs more than the whole block.
 
