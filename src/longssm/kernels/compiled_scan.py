@@ -67,10 +67,21 @@ def _block_backward(dt, dtu, A, Bt, Ct, x, g_y, G):
             torch.stack(Gs, 1), G)
 
 
+#: compilations kept per block function: a new batch size, width, state size or dtype compiles
+#: again (a changed sequence length only makes strides dynamic); dynamo's default of 8 is a
+#: global setting, raised here for these two functions only
+RECOMPILE_LIMIT = 64
+
+
 @functools.cache
 def _compiled(name: str):
-    fn = {"forward": _block_forward, "backward": _block_backward}[name]
-    return torch.compile(fn, fullgraph=True)
+    fn = torch.compile({"forward": _block_forward, "backward": _block_backward}[name], fullgraph=True)
+
+    def call(*args):
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            return fn(*args)
+
+    return call
 
 
 def _per_position(v, M):
