@@ -24,18 +24,20 @@ def add_parser(sub) -> None:
                         description="Write a checkpoint of a pure Mamba model (mamba mixers, RMSNorm, no MLP) "
                                     "as a transformers MambaForCausalLM folder: config.json, model.safetensors "
                                     "and, for a BPE tokenizer, tokenizer.json.")
-    q.add_argument("checkpoint", help="checkpoint folder or run folder")
-    q.add_argument("out", help="new (or empty) output folder")
-    q.set_defaults(func=cmd_export)
+    _export_args(q, cmd_export)
     q = esub.add_parser("hf", help="as a transformers model folder (any longssm model; trust_remote_code)",
                         description="Write a checkpoint as a transformers folder: LongssmForCausalLM weights "
                                     "(safetensors), config.json with auto_map, the model code, and the tokenizer "
                                     "as a PreTrainedTokenizerFast. Load it with AutoModelForCausalLM."
                                     "from_pretrained(OUT, trust_remote_code=True) (longssm must be installed), "
                                     "or after longssm.integrations.hf.register() without trust_remote_code.")
+    _export_args(q, cmd_export_hf)
+
+
+def _export_args(q, func) -> None:
     q.add_argument("checkpoint", help="checkpoint folder or run folder")
     q.add_argument("out", help="new (or empty) output folder")
-    q.set_defaults(func=cmd_export_hf)
+    q.set_defaults(func=func)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
