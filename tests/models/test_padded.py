@@ -53,3 +53,18 @@ def test_masks_on_either_side():
         from_mask(ids, torch.tensor([[1, 0, 1, 1]] * 3))
     with pytest.raises(ValueError, match=r"lengths must lie in \[1, 4\]"):
         forward_padded(_model("mamba", ()), ids, torch.tensor([4, 0, 2]))
+
+
+def test_step_head_copy_follows_weight_changes():
+    """The decode step's cached (d_model, vocab) head weight: the forward's logits, and never stale
+    after an in-place update or a load."""
+    model = _model("mamba", ())
+    ids = torch.randint(0, 64, (2, 6), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        for change in (None, lambda: model.head.weight.mul_(1.5),
+                       lambda: model.load_state_dict({**model.state_dict(), "head.weight": torch.randn(64, 16).double()})):
+            if change:
+                change()
+            logits, state = model(ids[:, :-1])
+            step_logits, _ = model.step(ids[:, -1], state)
+            assert_close(step_logits, model(ids)[0][:, -1], 1e-12, "step head")
