@@ -70,6 +70,9 @@ def test_cli_import_then_export_round_trips(hf_folder, tmp_path, capsys):
     assert record["source"]["format"] == "transformers MambaForCausalLM" and 256 < tok.vocab_size <= 290
     assert main(["import", "hf-mamba", str(hf_folder), str(ckpt)]) == 2  # never over an existing folder
     assert "exists" in capsys.readouterr().err
+    assert main(["info", str(ckpt)]) == 0 and "weights only: converted from transformers" in capsys.readouterr().out
+    for argv in (["train", "--resume", str(ckpt)], ["eval", str(ckpt)]):  # no run recorded: clear refusals
+        assert main(argv) == 2 and "holds weights only" in capsys.readouterr().err
     assert main(["export", "hf-mamba", str(ckpt), str(back)]) == 0
     assert (back / "tokenizer.json").exists()
     ids = torch.randint(0, 300, (1, 30), generator=torch.Generator().manual_seed(3))

@@ -25,7 +25,11 @@ def run_config(args):
     from longssm.training.config import resolve, resume_config
 
     if isinstance(args.resume, str):
-        record = ckpt.read_record(ckpt.find_checkpoint(args.resume))
+        folder = ckpt.find_checkpoint(args.resume)
+        record = ckpt.read_record(folder)
+        if record.get("weights_only"):
+            raise ValueError(f"{folder} holds weights only ({_source(record)}): there is no run to resume; "
+                             f"eval, generate, info and export read it")
         return resume_config(record["config"], _requested(args), args.resume)
     return resolve(_requested(args))
 
@@ -82,6 +86,9 @@ def cmd_eval(args) -> int:
         from longssm.data.prepare import prepare_splits
         from longssm.training.config import resolve
 
+        if record.get("weights_only"):
+            raise ValueError(f"{args.checkpoint} holds weights only ({_source(record)}) and no run's validation "
+                             f"split; give the text to evaluate with --data")
         cfg = resolve(record["config"])
         tokens = prepare_splits(cfg.data, cfg.data.cache_dir or Path(cfg.train.out_dir) / "data")[1].tokens
     from tqdm import tqdm
@@ -185,5 +192,14 @@ def cmd_info(args) -> int:
           f"architecture {cfg.n_layer} layers x d_model {cfg.d_model}, mixers {', '.join(cfg.mixers)}, "
           f"MLP {cfg.mlp_ratio:g}x, {cfg.norm}\ntokenizer {kind} (vocab {tokenizer.vocab_size})\n"
           f"metrics {json.dumps(record.get('metrics', {}))}")
-    print("config " + json.dumps(record["config"], indent=1))
+    if record.get("weights_only"):
+        print(f"weights only: {_source(record)}")
+    else:
+        print("config " + json.dumps(record["config"], indent=1))
     return 0
+
+
+def _source(record: dict) -> str:
+    """Where a weights-only checkpoint came from, in words."""
+    src = record.get("source") or {}
+    return f"converted from {src['format']} at {src['path']}" if src else "no training run recorded"
