@@ -53,11 +53,12 @@ def losses(out):
 def test_ddp_fsdp_and_checkpointed_fsdp_match_one_process(tmp_path, state_init):
     data = corpus(tmp_path)
     runs = {"one": (1, {}), "ddp": (2, {}), "fsdp": (2, {"parallel": "fsdp"}),
-            "fsdp+ac": (2, {"parallel": "fsdp", "activation_checkpointing": True})}
+            "fsdp+ac": (2, {"parallel": "fsdp", "activation_checkpointing": True}),
+            "fsdp, 2 micro-batches": (2, {"parallel": "fsdp", "accumulate": 2})}
     got = {}
     for name, (world, kw) in runs.items():
-        run(world, data, tmp_path / name, state_init=state_init, **kw)
-        got[name] = losses(tmp_path / name)
+        run(world, data, tmp_path / name.replace(" ", "_"), state_init=state_init, **kw)
+        got[name] = losses(tmp_path / name.replace(" ", "_"))
     assert len(got["one"]) == 3
     for name in runs:
         assert max(abs(a - b) for a, b in zip(got[name], got["one"])) <= 1e-5, (name, got[name], got["one"])
