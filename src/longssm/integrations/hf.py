@@ -137,7 +137,7 @@ def to_hf(model: LanguageModel) -> LongssmForCausalLM:
     """Wrap one of our models (its weights shared, not copied)."""
     wrapped = LongssmForCausalLM(LongssmConfig(longssm_config=model.config.to_dict()))
     wrapped.lm = model
-    return wrapped.eval() if not model.training else wrapped
+    return wrapped.train(model.training)
 
 
 def hf_tokenizer(tokenizer) -> PreTrainedTokenizerFast:

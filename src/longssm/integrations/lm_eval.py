@@ -69,22 +69,17 @@ class LongssmLM(LM):
 
     @torch.no_grad()
     def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        """(log P(continuation | context), whether greedy decoding yields it) for token pairs, in
-        batches of rows of different lengths."""
+        """(log P(continuation | context), whether greedy decoding yields it) for one batch of
+        token pairs, rows of different lengths."""
+        rows = [ctx + cont[:-1] for ctx, cont in pairs]
+        ids, lengths = _right_padded(rows)
+        logits, _ = forward_padded(self.model, ids.to(self._device), lengths.to(self._device))
         results = []
-        for i in range(0, len(pairs), self.batch_size):
-            chunk = pairs[i: i + self.batch_size]
-            rows = [ctx + cont[:-1] for ctx, cont in chunk]
-            lengths = torch.tensor([len(r) for r in rows])
-            ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
-            for b, r in enumerate(rows):
-                ids[b, :len(r)] = torch.tensor(r)
-            logits, _ = forward_padded(self.model, ids.to(self._device), lengths.to(self._device))
-            for b, (ctx, cont) in enumerate(chunk):
-                scores = logits[b, len(ctx) - 1: len(ctx) - 1 + len(cont)]
-                lp = F.log_softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), -1)  # bf16 up, fp64 kept
-                target = torch.tensor(cont, device=lp.device)
-                results.append((lp.gather(1, target[:, None]).sum().item(), bool((lp.argmax(-1) == target).all())))
+        for b, (ctx, cont) in enumerate(pairs):
+            scores = logits[b, len(ctx) - 1: len(ctx) - 1 + len(cont)]
+            lp = F.log_softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), -1)  # bf16 up, fp64 kept
+            target = torch.tensor(cont, device=lp.device)
+            results.append((lp.gather(1, target[:, None]).sum().item(), bool((lp.argmax(-1) == target).all())))
         return results
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
@@ -109,11 +104,7 @@ class LongssmLM(LM):
             kwargs = chunk[0].args[1]  # the harness batches requests of one task: one set of kwargs
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
-            prompts = [self._encode(req.args[0] or EMPTY_CONTEXT) for req in chunk]
-            lengths = torch.tensor([len(p) for p in prompts])
-            ids = torch.zeros(len(prompts), int(lengths.max()), dtype=torch.long)
-            for b, p in enumerate(prompts):
-                ids[b, :len(p)] = torch.tensor(p)
+            ids, lengths = _right_padded([self._encode(req.args[0] or EMPTY_CONTEXT) for req in chunk])
             texts = [""] * len(chunk)
             new: list[list[int]] = [[] for _ in chunk]
 
@@ -131,6 +122,15 @@ class LongssmLM(LM):
                 cut = min([text.index(u) for u in until if u in text], default=len(text))
                 out.append(text[:cut])
         return out
+
+
+def _right_padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one right-padded (batch, longest) tensor and their lengths."""
+    lengths = torch.tensor([len(r) for r in rows])
+    ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, :len(r)] = torch.tensor(r)
+    return ids, lengths
 
 
 def main() -> None:
