@@ -150,7 +150,7 @@ def hf_tokenizer(tokenizer) -> PreTrainedTokenizerFast:
         backend = Tokenizer.from_str(tokenizer._tok.to_str())
     elif isinstance(tokenizer, ByteTokenizer):
         # UTF-8 bytes -> ByteLevel's printable stand-ins, one pre-token each -> id = the byte value
-        backend = Tokenizer(models.WordLevel({_byte_char(b): b for b in range(256)}, unk_token="\x00"))
+        backend = Tokenizer(models.WordLevel({c: b for b, c in _byte_chars().items()}, unk_token="\x00"))
         backend.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
             pre_tokenizers.Split(Regex("(?m)."), behavior="isolated"),
@@ -161,13 +161,12 @@ def hf_tokenizer(tokenizer) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=backend)
 
 
-def _byte_char(b: int) -> str:
-    """GPT-2's printable stand-in for byte ``b`` (the ByteLevel alphabet's mapping)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    if b in printable:
-        return chr(b)
-    return chr(256 + sum(1 for x in range(b) if x not in printable))
+def _byte_chars() -> dict[int, str]:
+    """GPT-2's printable stand-in for every byte (the ByteLevel alphabet's mapping): printable
+    Latin-1 bytes stand for themselves, the others for 256, 257, ... in byte order."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    others = iter(range(256, 512))
+    return {b: chr(b) if b in printable else chr(next(others)) for b in range(256)}
 
 
 def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
