@@ -73,10 +73,11 @@ class LongssmLM(LM):
         token pairs, rows of different lengths."""
         rows = [ctx + cont[:-1] for ctx, cont in pairs]
         ids, lengths = _right_padded(rows)
-        logits, _ = forward_padded(self.model, ids.to(self._device), lengths.to(self._device))
+        # hidden states, and the head only where a continuation is scored: never batch x length x vocab
+        hidden, _ = forward_padded(self.model.backbone, ids.to(self._device), lengths.to(self._device))
         results = []
         for b, (ctx, cont) in enumerate(pairs):
-            scores = logits[b, len(ctx) - 1: len(ctx) - 1 + len(cont)]
+            scores = self.model.head(hidden[b, len(ctx) - 1: len(ctx) - 1 + len(cont)])
             lp = F.log_softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), -1)  # bf16 up, fp64 kept
             target = torch.tensor(cont, device=lp.device)
             results.append((lp.gather(1, target[:, None]).sum().item(), bool((lp.argmax(-1) == target).all())))

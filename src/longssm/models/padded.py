@@ -40,7 +40,8 @@ def check_lengths(lengths: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
 
 def forward_padded(model: LanguageModel, input_ids: torch.Tensor, lengths: torch.Tensor):
     """Right-padded rows from the zero state: logits (batch, seq_len, vocab), zero beyond each
-    row's length, and a :class:`GroupedState` holding each row's state after its last real token."""
+    row's length, and a :class:`GroupedState` holding each row's state after its last real token.
+    ``model`` may also be a :class:`~longssm.models.Backbone` (hidden states instead of logits)."""
     lengths = check_lengths(lengths, input_ids)
     logits, rows, states = None, [], []
     for length in lengths.unique().tolist():
