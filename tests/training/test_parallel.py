@@ -3,6 +3,7 @@ give the single process's losses; sharded checkpoints resume across process coun
 1 -> 2, carried states redistributed); a sharded model generates what the gathered one does."""
 
 import json
+import math
 import os
 import socket
 
@@ -140,3 +141,55 @@ def test_bench_parallel_measures_each_configuration(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [(r["processes"], r["activation_checkpointing"]) for r in rows] == [(1, False), (1, True), (2, False), (2, True)]
     assert all(r["peak_mb_per_process"] > 0 and r["step_s"] > 0 for r in rows)
+
+
+def _bf16_worker(rank, world, port, out):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from longssm.layers.cores import Core
+    from longssm.models import LanguageModel, model_config
+    from longssm.training.distributed import Distributed
+    from longssm.training.optim import adamw, optimizer_step
+
+    dist = Distributed.from_env()
+    torch.manual_seed(0)
+    model = dist.shard(LanguageModel(model_config("h3", vocab_size=64, d_model=16, n_layer=2, attention_at=(1,))),
+                       bf16=True)
+    seen = {}
+
+    def record(name, params):
+        return lambda mod, args: seen.setdefault(name, sorted({str(p.dtype) for p in params(mod)})) and None
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, Core):
+            mod.register_forward_pre_hook(record(name, lambda m: m.parameters(recurse=False)))
+        elif isinstance(mod, torch.nn.Linear) and ".blocks." in name:
+            mod.register_forward_pre_hook(record(name, lambda m: [m.weight]))
+    opt = adamw(model, 1e-3, 0.1)
+    ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(rank))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = model(ids[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+    loss.backward()
+    optimizer_step(model, opt, 1.0)
+    if rank == 0:
+        (out / "result.json").write_text(json.dumps({"loss": loss.item(), "seen": seen,
+                                                     "stored": sorted({str(p.dtype) for p in model.parameters()})}))
+    dist.close()
+
+
+@pytest.mark.slow
+def test_bf16_policy_computes_blocks_in_bf16_and_cores_in_fp32(tmp_path):
+    """The GPU mixed-precision policy, run on CPU/gloo: parameters stored in fp32, the blocks'
+    projections computed from bf16 copies, every SSM core from fp32 ones."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.start_processes(_bf16_worker, args=(2, port, tmp_path), nprocs=2, start_method="spawn")
+    got = json.loads((tmp_path / "result.json").read_text())
+    cores = {k: v for k, v in got["seen"].items() if k.endswith((".shift", ".diag"))}
+    linears = {k: v for k, v in got["seen"].items() if k not in cores}
+    assert cores and all(v == ["torch.float32"] for v in cores.values()), got
+    assert linears and all(v == ["torch.bfloat16"] for v in linears.values()), got
+    assert got["stored"] == ["torch.float32"] and math.isfinite(got["loss"])
