@@ -4,14 +4,12 @@ give the single process's losses; sharded checkpoints resume across process coun
 
 import json
 import math
-import os
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from longssm.training.config import resolve
+from longssm.training.distributed import spawn_local
 from longssm.training.loop import train
 from conftest import corpus
 
@@ -28,9 +26,7 @@ def _config(data, out, **train):
     })
 
 
-def _worker(rank, world, port, data, out, train_kw, resume):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+def _worker(data, out, train_kw, resume):
     torch.set_num_threads(1)
     train(_config(data, out, **train_kw), resume=resume, progress=False, log=lambda *_: None)
 
@@ -39,10 +35,7 @@ def run(world, data, out, resume=False, **train_kw):
     if world == 1:
         torch.set_num_threads(1)
         return train(_config(data, out, **train_kw), resume=resume, progress=False, log=lambda *_: None)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.start_processes(_worker, args=(world, port, data, out, train_kw, resume), nprocs=world, start_method="spawn")
+    spawn_local(_worker, world, data, out, train_kw, resume)
 
 
 def losses(out):
@@ -88,15 +81,14 @@ def test_resume_across_process_counts(tmp_path, path):
     assert max(abs(x - y) for x, y in zip(a, b)) <= 5e-5, (a, b)
 
 
-def _shard_worker(rank, world, port, out):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+def _shard_worker(out):
     torch.set_num_threads(1)
     from longssm.models import LanguageModel, generate, model_config
     from longssm.training.distributed import Distributed
     from longssm.training.optim import param_groups
 
     dist = Distributed.from_env()
+    rank = dist.rank
 
     def build():
         torch.manual_seed(0)
@@ -123,10 +115,7 @@ def _shard_worker(rank, world, port, out):
 
 @pytest.mark.slow
 def test_a_sharded_model_generates_as_the_gathered_one_and_keeps_its_optimiser_groups(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.start_processes(_shard_worker, args=(2, port, tmp_path), nprocs=2, start_method="spawn")
+    spawn_local(_shard_worker, 2, tmp_path)
     got = json.loads((tmp_path / "result.json").read_text())
     assert got["sharded"] and got["same_groups"] and got["same_tokens"], got
     assert got["max_score_diff"] <= 1e-5, got
@@ -143,9 +132,7 @@ def test_bench_parallel_measures_each_configuration(tmp_path):
     assert all(r["peak_mb_per_process"] > 0 and r["step_s"] > 0 for r in rows)
 
 
-def _bf16_worker(rank, world, port, out):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+def _bf16_worker(out):
     torch.set_num_threads(1)
     from longssm.layers.cores import Core
     from longssm.models import LanguageModel, model_config
@@ -153,6 +140,7 @@ def _bf16_worker(rank, world, port, out):
     from longssm.training.optim import adamw, optimizer_step
 
     dist = Distributed.from_env()
+    rank = dist.rank
     torch.manual_seed(0)
     model = dist.shard(LanguageModel(model_config("h3", vocab_size=64, d_model=16, n_layer=2, attention_at=(1,))),
                        bf16=True)
@@ -183,10 +171,7 @@ def _bf16_worker(rank, world, port, out):
 def test_bf16_policy_computes_blocks_in_bf16_and_cores_in_fp32(tmp_path):
     """The GPU mixed-precision policy, run on CPU/gloo: parameters stored in fp32, the blocks'
     projections computed from bf16 copies, every SSM core from fp32 ones."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.start_processes(_bf16_worker, args=(2, port, tmp_path), nprocs=2, start_method="spawn")
+    spawn_local(_bf16_worker, 2, tmp_path)
     got = json.loads((tmp_path / "result.json").read_text())
     cores = {k: v for k, v in got["seen"].items() if k.endswith((".shift", ".diag"))}
     linears = {k: v for k, v in got["seen"].items() if k not in cores}

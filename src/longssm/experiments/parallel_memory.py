@@ -12,28 +12,24 @@ from __future__ import annotations
 import json
 import os
 import resource
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from longssm.models import LanguageModel, count_parameters, get_preset, set_activation_checkpointing
-from longssm.training.distributed import Distributed
+from longssm.training.distributed import Distributed, spawn_local
 from longssm.training.optim import adamw, optimizer_step
 
 CONFIGS = ((1, False), (1, True), (2, False), (2, True))  # (processes, activation checkpointing)
 
 
-def _worker(rank: int, world: int, port: int, preset: str, vocab: int, rows: int, seq_len: int, steps: int,
-            checkpointing: bool, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+def _worker(preset: str, vocab: int, rows: int, seq_len: int, steps: int, checkpointing: bool, out: str) -> None:
     dist = Distributed.from_env()
+    rank, world = dist.rank, dist.world
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
     torch.manual_seed(0)
     model = LanguageModel(get_preset(preset, vocab_size=vocab))
     params = count_parameters(model)
@@ -60,12 +56,8 @@ def run(out: Path | None, preset: str = "hybrid-h3-355m", vocab: int = 50280, ro
         steps: int = 2, configs=CONFIGS, progress=print) -> dict:
     rows_out = []
     for world, checkpointing in configs:
-        with tempfile.TemporaryDirectory() as tmp, socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            sock.close()
-            mp.start_processes(_worker, args=(world, port, preset, vocab, rows, seq_len, steps, checkpointing, tmp),
-                               nprocs=world, start_method="spawn")
+        with tempfile.TemporaryDirectory() as tmp:
+            spawn_local(_worker, world, preset, vocab, rows, seq_len, steps, checkpointing, tmp)
             per_rank = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(world)]
         row = {"processes": world, "activation_checkpointing": checkpointing,
                "peak_mb_per_process": max(r["peak_mb"] for r in per_rank),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -113,3 +114,21 @@ class Distributed:
     def close(self):
         if self.world > 1 and tdist.is_initialized():
             tdist.destroy_process_group()
+
+
+def spawn_local(fn, world: int, *args) -> None:
+    """Run ``fn(*args)`` in ``world`` fresh processes on this machine, each with the environment
+    torchrun would give it (RANK, WORLD_SIZE, LOCAL_RANK, a free port on 127.0.0.1), so that
+    :meth:`Distributed.from_env` joins them (tests and benchmarks; ``fn`` must be importable)."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.start_processes(_local_process, args=(fn, world, port, args), nprocs=world, start_method="spawn")
+
+
+def _local_process(rank: int, fn, world: int, port: int, args: tuple) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    fn(*args)
