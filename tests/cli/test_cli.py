@@ -24,10 +24,10 @@ def test_unknown_suite_is_an_error(capsys):
 def test_bench_quick_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "kernels", "--quick", "--repeats", "1", "--warmup", "1", "--out", str(out),
-                 "--contenders", "fftconv", "scan", "scan-compile"]) == 0
+                 "--contenders", "fftconv", "scan", "scan-compile", "scan-native"]) == 0
     data = json.loads(out.read_text())
     cases = [r["case"].split(" vs ")[0] for r in data["records"]]
-    assert cases == ["fftconv", "selective_scan", "selective_scan (compile backend)"]
+    assert cases == ["fftconv", "selective_scan", "selective_scan (compile backend)", "selective_scan (native backend)"]
     for r in data["records"]:
         assert r["ours_s"] > 0 and r["baseline_s"] > 0 and r["ratio"] == pytest.approx(r["baseline_s"] / r["ours_s"])
     assert data["meta"]["matmul_flops"] > 0 and data["meta"]["config"]["repeats"] == 1
@@ -63,11 +63,11 @@ def test_train_rejects_a_mistyped_mixer_option_before_preparing_data(tmp_path, c
 
 
 @pytest.mark.slow
-def test_bench_step_times_three_ways(tmp_path, capsys):
+def test_bench_step_times_four_ways(tmp_path, capsys):
     out = tmp_path / "step.json"
     assert main(["bench", "step", "--contenders", "attention", "--repeats", "2", "--out", str(out)]) == 0
     (row,) = json.loads(out.read_text())["rows"]
     assert row["model"] == "attention" and row["eager_ms"] > 0
-    for mode in ("compile-model", "compile-backend"):
+    for mode in ("compile-model", "compile-backend", "native-backend"):
         assert row[f"{mode}_speedup"] == pytest.approx(row["eager_ms"] / row[f"{mode}_ms"])
-    assert "compiled model" in capsys.readouterr().out
+    assert "native-backend" in capsys.readouterr().out

@@ -14,7 +14,8 @@ from longssm.layers import H3, configure
 @pytest.mark.parametrize("op", sorted(backend.OPS))
 def test_twins_have_identical_signatures(op):
     impls = backend.OPS[op]
-    assert inspect.signature(impls["auto"]) == inspect.signature(impls["ref"]) == inspect.signature(impls["compile"])
+    assert set(impls) == set(backend.BACKENDS)
+    assert len({inspect.signature(impl) for impl in impls.values()}) == 1
     params = inspect.signature(impls["auto"]).parameters
     assert params["initial_state"].default is None and params["return_state"].default is False
 

@@ -5,11 +5,13 @@ import torch
 
 from longssm.kernels import selective_scan, selective_scan_ref, selective_scan_step
 from longssm.kernels.compiled_scan import selective_scan_compiled
+from longssm.kernels.native_scan import selective_scan_native
 from conftest import assert_close
 
 F64 = torch.float64
-#: the fast paths checked against the reference: cache-blocked eager, and torch.compile'd blocks
-FAST = pytest.mark.parametrize("scan", [selective_scan, selective_scan_compiled], ids=["auto", "compile"])
+#: the fast paths checked against the reference: cache-blocked eager, torch.compile'd blocks, the C++ kernel
+FAST = pytest.mark.parametrize("scan", [selective_scan, selective_scan_compiled, selective_scan_native],
+                               ids=["auto", "compile", "native"])
 
 
 def make(batch=2, D=3, N=4, L=20, **kw):
@@ -89,10 +91,12 @@ def test_step_matches_ref():
     assert_close(x, x_ref, 1e-13, "state")
 
 
-def test_compiled_float32_matches_ref():
-    """The compiled blocks in the dtype models train in, at a model-like width."""
+@pytest.mark.parametrize("scan", [selective_scan_compiled, selective_scan_native], ids=["compile", "native"])
+def test_float32_matches_ref(scan):
+    """The compiled blocks and the C++ kernel (its polynomial exp) in the dtype models train in, at a
+    model-like width: 24 channels leave the C++ kernel's second group of 16 lanes part-empty."""
     args = {k: v.detach().float().requires_grad_() for k, v in make(batch=2, D=24, N=16, L=70).items()}
-    y, x = selective_scan_compiled(**args, delta_softplus=True, return_state=True)
+    y, x = scan(**args, delta_softplus=True, return_state=True)
     y_ref, x_ref = selective_scan_ref(**args, delta_softplus=True, return_state=True)
     assert_close(y, y_ref, 1e-5, "y")
     assert_close(x, x_ref, 1e-5, "last state")

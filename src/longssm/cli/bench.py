@@ -16,7 +16,7 @@ SUITES = {
     "parallel": "peak memory per process and step time: 1 vs 2 FSDP2 processes, with and without activation "
                 "checkpointing (hybrid-h3-355m)",
     "step": "one training step of the synthetic tasks' tiny models: eager, torch.compile'd model, compile "
-            "kernel backend",
+            "and native kernel backends",
 }
 
 
@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per case, median reported")
     p.add_argument("--contenders", nargs="+", default=None,
                    help="only these contenders (generate, train), cases (kernels: s4d-kernel fftconv "
-                        "h3-attention-L scan scan-compile state-passing) models (step: s4d h3 attention "
+                        "h3-attention-L scan scan-compile scan-native state-passing) models (step: s4d h3 attention "
                         "mamba ...) or presets (hf; parallel: one preset)")
     p.add_argument("--out", default=None, help="JSON output path (default results/bench_SUITE.json)")
     p.set_defaults(func=run)

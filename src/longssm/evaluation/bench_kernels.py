@@ -139,7 +139,8 @@ def bench_h3_vs_attention(cfg, peak, L):
 
 def bench_selective_scan(cfg, peak, backend="auto"):
     """The fast selective scan of ``backend`` (``auto``: cache-blocked eager; ``compile``:
-    torch.compile'd blocks, compiled in the warm-up rounds) against the reference loop."""
+    torch.compile'd blocks, compiled in the warm-up rounds; ``native``: the C++ kernel) against the
+    reference loop."""
     Dm, N, L = cfg.scan_d_inner, cfg.scan_d_state, cfg.scan_len
     torch.manual_seed(0)
     u, delta = torch.randn(1, Dm, L, requires_grad=True), torch.randn(1, Dm, L, requires_grad=True)
@@ -207,7 +208,7 @@ def bench_state_passing_memory(cfg, peak):
 
 def case_names(cfg: BenchConfig) -> list[str]:
     return (["s4d-kernel", "fftconv"] + [f"h3-attention-{L}" for L in cfg.layer_lens]
-            + ["scan", "scan-compile", "state-passing"])
+            + ["scan", "scan-compile", "scan-native", "state-passing"])
 
 
 def run(cfg: BenchConfig, out: Path | None, progress=print, only: tuple[str, ...] = ()) -> list[dict]:
@@ -220,6 +221,7 @@ def run(cfg: BenchConfig, out: Path | None, progress=print, only: tuple[str, ...
     make = [lambda: bench_s4d_kernel(cfg, peak), lambda: bench_fftconv(cfg, peak)]
     make += [lambda L=L: bench_h3_vs_attention(cfg, peak, L) for L in cfg.layer_lens]
     make += [lambda: bench_selective_scan(cfg, peak), lambda: bench_selective_scan(cfg, peak, "compile"),
+             lambda: bench_selective_scan(cfg, peak, "native"),
              lambda: bench_state_passing_memory(cfg, peak)]
     cases = [case for name, case in zip(case_names(cfg), make) if not only or name in only]
     records = []

@@ -2,7 +2,7 @@
 peers a user would otherwise pick, at the same model configuration.
 
 Two groups share a configuration (width ``d_model``, ``n_layer`` blocks, a ``vocab``-token head):
-Mamba blocks (ours, ``transformers``' ``MambaForCausalLM`` on its PyTorch path, ``mambapy`` with its
+Mamba blocks (ours with the default and the ``native`` kernel backend, ``transformers``' ``MambaForCausalLM`` on its PyTorch path, ``mambapy`` with its
 parallel scan), and the attention-or-H3 group (our H3, our H3-attention hybrid with attention in
 the second block, our Transformer, ``transformers``' ``GPT2LMHeadModel``). Every point (contender,
 length) runs in a fresh process, one after another: two warm-up steps, then ``repeats`` timed steps
@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-MAMBA_GROUP = ("mamba", "hf-mamba", "mambapy")
+MAMBA_GROUP = ("mamba", "mamba-native", "hf-mamba", "mambapy")
 ATTENTION_GROUP = ("h3", "hybrid", "transformer", "hf-gpt2")
 
 
@@ -47,12 +47,13 @@ class TrainBenchConfig:
 def build(name: str, cfg: TrainBenchConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function ids (batch, L) -> logits of contender ``name`` at ``cfg``'s size (random init)."""
     d, n, v = cfg.d_model, cfg.n_layer, cfg.vocab
-    if name in ("mamba", "h3", "hybrid", "transformer"):
+    if name in ("mamba", "mamba-native", "h3", "hybrid", "transformer"):
         from longssm.models import LanguageModel, model_config
 
-        arch = {"mamba": "mamba", "h3": "h3", "hybrid": "h3", "transformer": "attention"}[name]
+        arch = {"mamba": "mamba", "mamba-native": "mamba", "h3": "h3", "hybrid": "h3", "transformer": "attention"}[name]
         model = LanguageModel(model_config(arch, vocab_size=v, d_model=d, n_layer=n, attention={"n_heads": max(1, d // 64)},
-                                           attention_at=(1,) if name == "hybrid" else ()))
+                                           attention_at=(1,) if name == "hybrid" else (),
+                                           backend="native" if name == "mamba-native" else "auto"))
         return lambda ids: model(ids, return_state=False)[0]
     if name == "hf-mamba":
         from transformers import MambaConfig, MambaForCausalLM
@@ -148,7 +149,7 @@ def run(cfg: TrainBenchConfig, out: Path | None, contenders=MAMBA_GROUP + ATTENT
 
 
 #: (ours, peer) pairs whose ratio the report gives: the targets of the comparison.
-RATIOS = (("mamba", "hf-mamba"), ("mamba", "mambapy"), ("h3", "transformer"), ("hybrid", "transformer"),
+RATIOS = (("mamba", "hf-mamba"), ("mamba", "mambapy"), ("mamba-native", "mambapy"), ("mamba-native", "mamba"), ("h3", "transformer"), ("hybrid", "transformer"),
           ("h3", "hf-gpt2"), ("transformer", "hf-gpt2"))
 
 

@@ -1,6 +1,6 @@
-"""One training step of the synthetic tasks' 2-layer models (H3 section 3.1, width 32), three ways:
-eager; the whole model through ``torch.compile`` (``nn.Module.compile``); the ``compile`` kernel
-backend (only the selective scan changes). These models are dispatch-bound (a few hundred small
+"""One training step of the synthetic tasks' 2-layer models (H3 section 3.1, width 32), four ways:
+eager; the whole model through ``torch.compile`` (``nn.Module.compile``); the ``compile`` and the
+``native`` kernel backends (only the selective scan changes). These models are dispatch-bound (a few hundred small
 ops per step), so this is where compilation could pay. One torch thread, as synthetic cells run;
 medians (eager and the backend interleaved); the compilation itself is timed apart.
 """
@@ -20,7 +20,7 @@ from longssm.layers import configure
 from longssm.models import LanguageModel
 from longssm.training.optim import adamw, optimizer_step
 
-MODES = ("eager", "compile-model", "compile-backend")
+MODES = ("eager", "compile-model", "compile-backend", "native-backend")
 
 
 def _stepper(task, model_name: str, mode: str, batch: int):
@@ -29,8 +29,8 @@ def _stepper(task, model_name: str, mode: str, batch: int):
     opt = adamw(model, 5e-4, 0.1, fused=True)
     if mode == "compile-model":
         model.compile()
-    elif mode == "compile-backend":
-        configure(model, backend="compile")
+    elif mode.endswith("-backend"):
+        configure(model, backend=mode.removesuffix("-backend"))
     s = task.train[:batch]
 
     def step() -> float:
@@ -57,7 +57,7 @@ def run(out: Path | None, models=("s4d", "h3", "attention", "mamba"), task_name:
             # eager and the kernel backend interleaved; the compiled model after them, alone: it
             # shares dynamo's per-function caches with the compiled scan and would evict its entries
             steppers, times = {}, {m: [] for m in MODES}
-            for group in (("eager", "compile-backend"), ("compile-model",)):
+            for group in (("eager", "compile-backend", "native-backend"), ("compile-model",)):
                 steppers.update({m: _stepper(task, name, m, batch) for m in group})
                 for _ in range(repeats):
                     for m in group:
@@ -69,9 +69,8 @@ def run(out: Path | None, models=("s4d", "h3", "attention", "mamba"), task_name:
                    **{f"{m}_first_steps_s": steppers[m][1] for m in MODES},
                    **{f"{m}_speedup": med["eager"] / med[m] for m in MODES[1:]}}
             rows.append(row)
-            progress(f"{name}: eager {row['eager_ms']:.1f} ms, compiled model {row['compile-model_ms']:.1f} ms "
-                     f"({row['compile-model_speedup']:.2f}x), compile backend {row['compile-backend_ms']:.1f} ms "
-                     f"({row['compile-backend_speedup']:.2f}x)")
+            progress(f"{name}: eager {row['eager_ms']:.1f} ms, " + ", ".join(
+                f"{m} {row[f'{m}_ms']:.1f} ms ({row[f'{m}_speedup']:.2f}x)" for m in MODES[1:]))
     finally:
         torch.set_num_threads(threads)
     result = {"meta": {"torch": torch.__version__, "threads": 1, "task": task_name, "batch": batch,

@@ -10,7 +10,11 @@ of them layers call:
 * ``ref``: the reference twins (slow, obvious loops): for checking, never for training;
 * ``compile``: ``torch.compile``d kernels where they exist (the selective scan:
   :mod:`longssm.kernels.compiled_scan`), the ``auto`` path for the other ops. Opt-in: the first
-  call per shape compiles (tens of seconds) and CPU needs a C++ compiler.
+  call per shape compiles (tens of seconds) and CPU needs a C++ compiler;
+* ``native``: the package's own C++ kernels, built on first use by the system compiler
+  (:mod:`longssm.kernels.native`; CPU, float32/float64) where they exist (the selective scan, one
+  fused pass forward and one backward: :mod:`longssm.kernels.native_scan`), the ``auto`` path for
+  the other ops. Opt-in: the first call in a machine builds it (a few seconds, then cached).
 
 A backend is one more column of :data:`OPS` (room is left for ``triton``).
 The backend a process resolves to is logged once (logger ``longssm``).
@@ -24,19 +28,21 @@ from typing import Callable
 
 from longssm.kernels.compiled_scan import selective_scan_compiled
 from longssm.kernels.diagonal import ssm_conv, ssm_conv_ref
+from longssm.kernels.native_scan import selective_scan_native
 from longssm.kernels.recurrence import linear_scan, linear_scan_ref
 from longssm.kernels.selective_scan import selective_scan, selective_scan_ref
 from longssm.kernels.shift import shift_conv, shift_conv_ref
 
-BACKENDS = ("auto", "ref", "compile")
+BACKENDS = ("auto", "ref", "compile", "native")
 ENV = "LONGSSM_BACKEND"
 
 #: op name -> implementation per concrete backend.
 OPS: dict[str, dict[str, Callable]] = {
-    "ssm_conv": {"auto": ssm_conv, "ref": ssm_conv_ref, "compile": ssm_conv},
-    "shift_conv": {"auto": shift_conv, "ref": shift_conv_ref, "compile": shift_conv},
-    "selective_scan": {"auto": selective_scan, "ref": selective_scan_ref, "compile": selective_scan_compiled},
-    "linear_scan": {"auto": linear_scan, "ref": linear_scan_ref, "compile": linear_scan},
+    "ssm_conv": {"auto": ssm_conv, "ref": ssm_conv_ref, "compile": ssm_conv, "native": ssm_conv},
+    "shift_conv": {"auto": shift_conv, "ref": shift_conv_ref, "compile": shift_conv, "native": shift_conv},
+    "selective_scan": {"auto": selective_scan, "ref": selective_scan_ref, "compile": selective_scan_compiled,
+                       "native": selective_scan_native},
+    "linear_scan": {"auto": linear_scan, "ref": linear_scan_ref, "compile": linear_scan, "native": linear_scan},
 }
 
 _logged: set[str] = set()

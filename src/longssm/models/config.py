@@ -48,7 +48,8 @@ class ModelConfig:
     max_seq_len: int = 2048
     """Longest sequence with learned positions (ignored when pos_embedding is none)."""
     backend: str = "auto"
-    """Kernel backend of the SSM cores: auto (fast path; $LONGSSM_BACKEND overrides) or ref."""
+    """Kernel backend of the SSM cores: auto (fast pure-PyTorch path; $LONGSSM_BACKEND overrides), ref,
+    compile (torch.compile'd selective scan) or native (the C++ selective scan, built on first use)."""
 
     def __post_init__(self):
         ints = {"vocab_size": self.vocab_size, "d_model": self.d_model, "n_layer": self.n_layer,

@@ -1,0 +1,116 @@
+"""The selective scan as one fused C++ pass forward and one backward: the ``native`` backend's
+``selective_scan`` (source: ``kernels/csrc/selective_scan.cpp``, built by :mod:`longssm.kernels.native`).
+
+Same arguments, results and semantics as :func:`longssm.kernels.selective_scan.selective_scan`
+(Mamba, Gu & Dao 2023, Algorithm 2). The kernel reads delta, u, B, C once forward and once
+backward (plus g_y) and writes y, or the gradients, once: no (batch, L, D, N) tensor and no
+per-position dispatch. Only the state entering every 32 positions is kept for backward, which
+recomputes each chunk's states in cache (as mamba_ssm's CUDA kernel). The softplus of delta, the
+skip term D u and the gate silu(z) are PyTorch ops around it.
+
+float32 and float64 on CPU. In float32 the decays use a polynomial ``exp`` (max error about
+2 ulp, as libm's) and decays below exp(-87) are 1.6e-38 instead of 0. Gradients of B, C and A are
+summed over channels per thread and then over threads in a fixed order, so results are
+bit-identical from run to run for a given ``torch.get_num_threads()``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from longssm.kernels.native import library
+from longssm.kernels.selective_scan import _check, _finish, _prepare_delta
+
+#: positions per checkpoint chunk: must equal ``T`` in the C++ source
+CHUNK = 32
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def _entry(kind: str, dtype: torch.dtype):
+    fn = getattr(library("selective_scan"), f"longssm_scan_{kind}_{_SUFFIX[dtype]}")
+    fn.restype = None
+    return fn
+
+
+def _ptr(t: torch.Tensor | None):
+    return ctypes.c_void_p(t.data_ptr() if t is not None else None)
+
+
+def _i64(values):
+    values = list(values)
+    return (ctypes.c_int64 * len(values))(*values)
+
+
+def _strides(*tensors):
+    return _i64(s for t in tensors for s in t.stride())
+
+
+class _NativeScan(torch.autograd.Function):
+    """dt (after softplus), u (batch, D, L); A (D, N); B, C (batch, N, L); x0 (batch, D, N) or None."""
+
+    @staticmethod
+    def forward(ctx, dt, u, A, B, C, x0):
+        batch, Dm, L = u.shape
+        N = A.shape[1]
+        A, x0 = A.contiguous(), None if x0 is None else x0.contiguous()
+        y = u.new_empty(batch, Dm, L)
+        last = u.new_empty(batch, Dm, N)
+        ck = u.new_empty(batch, -(-L // CHUNK), Dm, N)
+        shape = _i64((batch, Dm, L, N))
+        threads = torch.get_num_threads()
+        _entry("fwd", u.dtype)(shape, _strides(dt, u, B, C, y), _ptr(dt), _ptr(u), _ptr(A), _ptr(B), _ptr(C),
+                               _ptr(x0), _ptr(y), _ptr(last), _ptr(ck), ctypes.c_int(threads))
+        ctx.save_for_backward(dt, u, A, B, C, ck)
+        ctx.has_x0 = x0 is not None
+        ctx.set_materialize_grads(False)
+        return y, last
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_y, g_last):
+        dt, u, A, B, C, ck = ctx.saved_tensors
+        batch, Dm, L = u.shape
+        N = A.shape[1]
+        threads = torch.get_num_threads()
+        g_y = u.new_zeros(u.shape) if g_y is None else g_y
+        g_last = None if g_last is None else g_last.contiguous()
+        g_dt, g_u = torch.empty_like(u, memory_format=torch.contiguous_format), torch.empty_like(u)
+        g_A = A.new_zeros(threads, Dm, N)  # one slot per thread, summed below in a fixed order
+        g_B, g_C = B.new_zeros(threads, batch, N, L), C.new_zeros(threads, batch, N, L)
+        g_x0 = u.new_empty(batch, Dm, N)
+        _entry("bwd", u.dtype)(
+            _i64((batch, Dm, L, N)), _strides(dt, u, B, C, g_y, g_dt, g_u), _ptr(dt), _ptr(u), _ptr(A), _ptr(B),
+            _ptr(C), _ptr(ck), _ptr(g_y), _ptr(g_last), _ptr(g_dt), _ptr(g_u), _ptr(g_A), _ptr(g_B), _ptr(g_C),
+            _ptr(g_x0), ctypes.c_int(threads))
+        return g_dt, g_u, g_A.sum(0), g_B.sum(0), g_C.sum(0), g_x0 if ctx.has_x0 else None
+
+
+def _check_native(u):
+    if u.device.type != "cpu":
+        raise ValueError(f"the native backend's selective scan runs on CPU; got a tensor on {u.device} "
+                         "(use backend 'auto' on GPU)")
+    if u.dtype not in _SUFFIX:
+        raise TypeError(f"the native backend's selective scan takes float32 or float64, got {u.dtype}")
+
+
+@torch.compiler.disable  # a ctypes call: opaque to dynamo
+def selective_scan_native(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+    initial_state=None, return_state=False, segment_size=None,
+):
+    """:func:`~longssm.kernels.selective_scan.selective_scan` through the fused C++ kernel;
+    ``segment_size`` is accepted for an identical signature and unused.
+
+    Returns (y (batch, D, L), the last state (batch, D, N) or None without ``return_state``)."""
+    _check(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    _check_native(u)
+    dtype = u.dtype
+    if any(t.dtype != dtype for t in (delta, A, B, C) + ((initial_state,) if initial_state is not None else ())):
+        raise TypeError("the native backend's selective scan needs u, delta, A, B, C (and initial_state) in one "
+                        f"dtype; got {[t.dtype for t in (u, delta, A, B, C)]}")
+    delta = _prepare_delta(delta, delta_bias, delta_softplus)
+    y, last = _NativeScan.apply(delta, u, A, B, C, initial_state)
+    y = _finish(y, u, D, z)
+    return y, (last if return_state else None)
