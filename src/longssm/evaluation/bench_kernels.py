@@ -149,14 +149,19 @@ def bench_selective_scan(cfg, peak, backend="auto"):
     inputs = (u, delta, A, B, C)
     kw = dict(delta_softplus=True)
     fast = get_op("selective_scan", backend)
-    ours, base = median_times(_fwd_bwd(lambda: fast(*inputs, **kw), *inputs),
-                              _fwd_bwd(lambda: selective_scan_ref(*inputs, **kw), *inputs),
-                              warmup=cfg.warmup, repeats=cfg.repeats)
+
+    def forward_only():
+        with torch.no_grad():
+            fast(*inputs, **kw)
+
+    ours, base, fwd = median_times(_fwd_bwd(lambda: fast(*inputs, **kw), *inputs),
+                                   _fwd_bwd(lambda: selective_scan_ref(*inputs, **kw), *inputs), forward_only,
+                                   warmup=cfg.warmup, repeats=cfg.repeats)
     # A fused kernel reads/writes only the (batch, D, L) and (batch, N, L) tensors and does ~20
     # flops per (d, n, t) forward+backward; ours materialises (batch, L, D, N) tensors instead.
     name = "selective_scan" if backend == "auto" else f"selective_scan ({backend} backend)"
     return _record(f"{name} vs ref, fwd+bwd, D={Dm}, N={N}, L={L}", ours, base, 5, peak,
-                   flops=20.0 * Dm * N * L, nbytes=4.0 * (8 * Dm * L + 6 * N * L))
+                   flops=20.0 * Dm * N * L, nbytes=4.0 * (8 * Dm * L + 6 * N * L), forward_s=fwd)
 
 
 _MEMORY_CHILD = r"""
