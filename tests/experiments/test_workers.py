@@ -47,3 +47,19 @@ def test_killing_a_grid_stops_its_workers(tmp_path):
     while any(alive(w) for w in workers):
         assert time.time() < deadline, f"workers {[w for w in workers if alive(w)]} outlived the killed grid"
         time.sleep(0.5)
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["spawned", "in-process"])
+def test_an_interrupted_cell_gets_no_record_and_stops_the_grid(fresh):
+    """A cell returns None when its training was interrupted (it saved a checkpoint): that is not a
+    result, and the cells not yet started are cancelled, so one Ctrl-C ends the grid."""
+    from operator import itemgetter
+
+    from longssm.experiments.workers import run_cells
+
+    done = []
+    cells = [{"r": 1}, {"r": None}] + [{"r": i} for i in range(10, 20)]
+    assert run_cells(itemgetter("r"), cells, jobs=1, on_done=done.append, fresh=fresh) is False
+    assert done[0] == 1 and None not in done
+    assert len(done) <= 3  # at most the cells already handed to the worker when it stopped
+    assert run_cells(itemgetter("r"), [{"r": 1}, {"r": 2}], jobs=2, on_done=done.append, fresh=fresh) is True

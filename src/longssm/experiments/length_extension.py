@@ -105,8 +105,9 @@ def run_config(cfg: LengthExtensionConfig, model: str, T: int, init: str) -> dic
     }
 
 
-def run_one(cfg: LengthExtensionConfig, model_name: str, T: int, init: str) -> list[dict]:
-    """Train one run (resuming a finished or interrupted one) and evaluate it; one process."""
+def run_one(cfg: LengthExtensionConfig, model_name: str, T: int, init: str) -> list[dict] | None:
+    """Train one run (resuming a finished or interrupted one) and evaluate it; one process. None
+    when the training was interrupted (SIGINT / SIGTERM)."""
     import torch
 
     from longssm.data.prepare import prepare_splits
@@ -118,7 +119,8 @@ def run_one(cfg: LengthExtensionConfig, model_name: str, T: int, init: str) -> l
     run = resolve(run_config(cfg, model_name, T, init))
     base = peak_memory_mb("VmRSS")
     t0 = time.time()
-    train(run, resume="auto", progress=False, log=lambda *_: None)
+    if train(run, resume="auto", progress=False, log=lambda *_: None).get("interrupted"):
+        return None  # checkpointed; no rows, so the next run resumes this one
     seconds, peak = time.time() - t0, peak_memory_mb("VmHWM")
     model, _, record, _ = load_model(run.train.out_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -210,7 +212,8 @@ def run_all(cfg: LengthExtensionConfig, out: Path, *, jobs: int = 1, progress=pr
             progress(f"[{finished}/{len(todo)}] {r['model']} T={r['train_len']} {r['state_init']}: trained "
                      f"{r['train_tokens']:,} tokens in {r['train_seconds']:.0f} s, peak {r['peak_train_mb']:.0f} MB")
 
-        run_cells(_child, [(cfg, m, T, i, threads) for m, T, i in todo], jobs=jobs, on_done=done)
+        if not run_cells(_child, [(cfg, m, T, i, threads) for m, T, i in todo], jobs=jobs, on_done=done):
+            progress("interrupted: the unfinished runs kept their checkpoints; the same command resumes them")
     elif rows:
         write_atomic(stats_path, json.dumps(stats, indent=1, sort_keys=True) + "\n")
         _write_outputs(rows, stats, cfg, out)

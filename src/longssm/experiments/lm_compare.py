@@ -111,12 +111,14 @@ def run_config(cfg: LMCompareConfig, phase: str, model: str, lr: float, seed: in
                       "log_every": 10, "out_dir": f"{cfg.runs_dir}/{cell_name(phase, model, lr, seed, steps)}"}}
 
 
-def run_cell(args) -> dict:
-    """Train one cell (resuming an interrupted one) and score it; one worker process."""
+def run_cell(args) -> dict | None:
+    """Train one cell (resuming an interrupted one) and score it; one worker process. None when
+    the training was interrupted (SIGINT / SIGTERM)."""
     import torch
 
     from longssm.data.prepare import prepare_splits
     from longssm.evaluation.perplexity import evaluate
+    from longssm.kernels.backend import resolve as resolve_backend
     from longssm.models import count_parameters, load_model
     from longssm.training.config import resolve
     from longssm.training.loop import train
@@ -126,6 +128,8 @@ def run_cell(args) -> dict:
     run = resolve(run_config(cfg, phase, model_name, lr, seed))
     t0 = time.time()
     last = train(run, resume="auto", progress=False, log=lambda *_: None)
+    if last.get("interrupted"):
+        return None  # checkpointed; no record, so the next run resumes this cell
     seconds, peak = time.time() - t0, peak_memory_mb("VmHWM")
     model, _, record, _ = load_model(run.train.out_dir)
     _, valid = prepare_splits(run.data, run.data.cache_dir, log=lambda *_: None)
@@ -139,9 +143,8 @@ def run_cell(args) -> dict:
     return {"phase": phase, "model": model_name, "lr": lr, "seed": seed, "steps": record["step"],
             "params": count_parameters(model), "non_embedding_params": count_parameters(model) - emb,
             "train_tokens": record["step"] * tokens_per_step, "tokens_per_s": round(record["step"] * tokens_per_step / trained_s, 1),
-            "threads": threads, "peak_mb": round(peak, 1), "val_loss": round(ev["loss"], 5), "val_ppl": round(math.exp(ev["loss"]), 3),
-            "val_tokens": ev["tokens"], "final_train_loss": round(last.get("loss", float("nan")), 5), "curve": curve,
-            "interrupted": bool(last.get("interrupted"))}
+            "threads": threads, "backend": resolve_backend(model.config.backend), "peak_mb": round(peak, 1), "val_loss": round(ev["loss"], 5), "val_ppl": round(math.exp(ev["loss"]), 3),
+            "val_tokens": ev["tokens"], "final_train_loss": round(last.get("loss", float("nan")), 5), "curve": curve}
 
 
 def cell_key(r: dict) -> tuple:
@@ -219,5 +222,7 @@ def run_all(cfg: LMCompareConfig, out: Path, *, jobs: int = 1, progress=print, o
                      f"val ppl {rec['val_ppl']:.2f} after {rec['train_tokens']:,} tokens "
                      f"({rec['tokens_per_s']:,.0f} tok/s, peak {rec['peak_mb']:.0f} MB)")
 
-        run_cells(run_cell, [(cfg, *c, threads) for c in todo], jobs=jobs, on_done=done)
+        if not run_cells(run_cell, [(cfg, *c, threads) for c in todo], jobs=jobs, on_done=done):
+            progress("interrupted: the unfinished cells kept their checkpoints; the same command resumes them")
+            break
     return records

@@ -17,27 +17,42 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def run_cells(fn, jobs_args: list, *, jobs: int = 1, on_done=None, fresh: bool = True) -> None:
+def run_cells(fn, jobs_args: list, *, jobs: int = 1, on_done=None, fresh: bool = True) -> bool:
     """``fn(args)`` for every ``args`` in ``jobs_args`` in ``jobs`` spawned workers that die with
     this process. ``fresh``: a new worker for every cell, so each cell's peak memory is its own;
     otherwise workers are reused, and a single job (or cell) runs in this process.
-    ``on_done(result)`` runs here after each cell, in completion order."""
+    ``on_done(result)`` runs here after each cell, in completion order.
+
+    A cell returns None when its training was interrupted (SIGINT / SIGTERM reached the worker,
+    which saved a checkpoint): it gets no record, the cells not yet started are cancelled, and
+    this returns False (True when every cell finished). The same command resumes the grid."""
     if not fresh and (jobs <= 1 or len(jobs_args) <= 1):
         for args in jobs_args:
             result = fn(args)
+            if result is None:
+                return False
             if on_done:
                 on_done(result)
-        return
+        return True
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     ctx = multiprocessing.get_context("spawn")
+    finished = True
     with ProcessPoolExecutor(max(1, jobs), mp_context=ctx, initializer=die_with_parent,
                              max_tasks_per_child=1 if fresh else None) as pool:
-        for fut in as_completed([pool.submit(fn, args) for args in jobs_args]):
+        futures = [pool.submit(fn, args) for args in jobs_args]
+        for fut in as_completed(futures):
+            if fut.cancelled():
+                continue
             result = fut.result()
-            if on_done:
+            if result is None:
+                finished = False
+                for f in futures:
+                    f.cancel()
+            elif on_done:
                 on_done(result)
+    return finished
 
 
 def peak_memory_mb(key: str = "VmHWM") -> float:
