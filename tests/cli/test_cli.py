@@ -71,3 +71,9 @@ def test_bench_step_times_four_ways(tmp_path, capsys):
     for mode in ("compile-model", "compile-backend", "native-backend"):
         assert row[f"{mode}_speedup"] == pytest.approx(row["eager_ms"] / row[f"{mode}_ms"])
     assert "native-backend" in capsys.readouterr().out
+
+
+def test_bench_lengths_only_for_train(capsys):
+    assert main(["bench", "kernels", "--lengths", "1024"]) == 2
+    assert "--lengths applies to bench train" in capsys.readouterr().err
+    assert main(["bench", "train", "--lengths", "1"]) == 2

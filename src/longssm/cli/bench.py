@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
                    help="only these contenders (generate, train), cases (kernels: s4d-kernel fftconv "
                         "h3-attention-L scan scan-compile scan-native state-passing) models (step: s4d h3 attention "
                         "mamba ...) or presets (hf; parallel: one preset)")
+    p.add_argument("--lengths", type=int, nargs="+", default=None,
+                   help="sequence lengths (train; default 1024 4096, batch = 4096 tokens / L, at least 1)")
     p.add_argument("--out", default=None, help="JSON output path (default results/bench_SUITE.json)")
     p.set_defaults(func=run)
 
@@ -44,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("warmup", "repeats"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.lengths is not None and (args.suite != "train" or min(args.lengths) < 2):
+        raise ValueError(f"--lengths applies to bench train and must be >= 2, got {args.lengths} for {args.suite}")
     out = Path(args.out or f"results/bench_{args.suite}.json")
     say = lambda line: print(line, flush=True)
     if args.suite == "kernels":
@@ -91,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = TrainBenchConfig.quick() if args.quick else TrainBenchConfig()
         if args.repeats:
             cfg = dataclasses.replace(cfg, repeats=args.repeats)
+        if args.lengths:
+            cfg = dataclasses.replace(cfg, lengths=tuple(args.lengths))
         result = bench(cfg, out, contenders=tuple(args.contenders or MAMBA_GROUP + ATTENTION_GROUP), progress=say)
         print("\n" + markdown(result))
     print(f"wrote {out}" + (f" and {out.with_suffix('.png')}" if args.suite == "generate" else ""))

@@ -61,7 +61,7 @@ class SyntheticConfig:
     """Points of test accuracy that count as a new best (noise is about 1 point)."""
     compile: bool = False
     """torch.compile each cell's model: 1.15-1.2x faster steps for S4D and H3, none for attention and
-    Mamba (``longssm bench step``); for Mamba use ``LONGSSM_BACKEND=compile`` (1.4x)."""
+    Mamba (``longssm bench step``); for Mamba use ``LONGSSM_BACKEND=native`` (2.4x)."""
 
 
 def model_config(model: str, vocab_size: int, seq_len: int, d_model: int, lr: float = 5e-4) -> ModelConfig:
