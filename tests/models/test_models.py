@@ -51,9 +51,12 @@ def test_forward_equals_steps_and_chunks(kind):
     assert_close(torch.cat([a, b], 1), logits, 1e-10, "chunks")
 
 
+@pytest.mark.parametrize("backend", ["auto", "native"])
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_generation_is_teacher_forced_forward(kind):
-    model = small_model(kind).eval()
+def test_generation_is_teacher_forced_forward(kind, backend):
+    """With the native backend, decoding's projections and head run through the C++
+    matrix-vector kernel and the prompt's through F.linear."""
+    model = small_model(kind, backend=backend).eval()
     prompt = torch.randint(0, 11, (3, 5))
     out = generate(model, prompt, 12, temperature=0.0, return_scores=True)
     full, _ = model(torch.cat([prompt, out.tokens], 1))

@@ -1,7 +1,8 @@
 """Which implementation of each sequence op runs: the backend switch (STYLE.md habit 3).
 
 Every stateful sequence op has a fast path and a ``*_ref`` twin with the same signature
-``op(..., initial_state=None, return_state=False) -> (y, state | None)``. A backend names which
+``op(..., initial_state=None, return_state=False) -> (y, state | None)``; ``linear`` (the
+projections) is the one stateless op, ``F.linear`` except in the native backend. A backend names which
 of them layers call:
 
 * ``auto``: the fast pure-PyTorch path (chunked FFT convolution, cache-blocked scans); the
@@ -12,9 +13,11 @@ of them layers call:
   :mod:`longssm.kernels.compiled_scan`), the ``auto`` path for the other ops. Opt-in: the first
   call per shape compiles (tens of seconds) and CPU needs a C++ compiler;
 * ``native``: the package's own C++ kernels, built on first use by the system compiler
-  (:mod:`longssm.kernels.native`; CPU, float32/float64) where they exist (the selective scan, one
-  fused pass forward and one backward: :mod:`longssm.kernels.native_scan`), the ``auto`` path for
-  the other ops. Opt-in: the first call in a machine builds it (a few seconds, then cached).
+  (:mod:`longssm.kernels.native`; CPU, float32/float64) where they exist: the selective scan, one
+  fused pass forward and one backward (:mod:`longssm.kernels.native_scan`), and the linear layers
+  of decoding, a matrix-vector product at memory speed (:mod:`longssm.kernels.native_linear`); the
+  ``auto`` path for the other ops. Opt-in: the first call in a machine builds them (a few seconds,
+  then cached).
 
 A backend is one more column of :data:`OPS` (room is left for ``triton``).
 The backend a process resolves to is logged once (logger ``longssm``).
@@ -28,6 +31,7 @@ from typing import Callable
 
 from longssm.kernels.compiled_scan import selective_scan_compiled
 from longssm.kernels.diagonal import ssm_conv, ssm_conv_ref
+from longssm.kernels.native_linear import linear, linear_native
 from longssm.kernels.native_scan import selective_scan_native
 from longssm.kernels.recurrence import linear_scan, linear_scan_ref
 from longssm.kernels.selective_scan import selective_scan, selective_scan_ref
@@ -43,6 +47,7 @@ OPS: dict[str, dict[str, Callable]] = {
     "selective_scan": {"auto": selective_scan, "ref": selective_scan_ref, "compile": selective_scan_compiled,
                        "native": selective_scan_native},
     "linear_scan": {"auto": linear_scan, "ref": linear_scan_ref, "compile": linear_scan, "native": linear_scan},
+    "linear": {"auto": linear, "ref": linear, "compile": linear, "native": linear_native},
 }
 
 _logged: set[str] = set()

@@ -83,3 +83,15 @@ def library(name: str) -> ctypes.CDLL:
     import torch  # noqa: F401  (torch's libgomp must be loaded first, so the kernels share its runtime)
 
     return ctypes.CDLL(str(out))
+
+
+def ptr(t) -> ctypes.c_void_p:
+    """A tensor's data pointer for a C argument (None: a null pointer)."""
+    return ctypes.c_void_p(t.data_ptr() if t is not None else None)
+
+
+def entry(library_name: str, symbol: str):
+    """A C function of a native library (built on first use), returning void."""
+    fn = getattr(library(library_name), symbol)
+    fn.restype = None
+    return fn

@@ -20,7 +20,7 @@ import ctypes
 
 import torch
 
-from longssm.kernels.native import library
+from longssm.kernels.native import entry, ptr as _ptr
 from longssm.kernels.selective_scan import _check, _finish, _prepare_delta
 
 #: positions per checkpoint chunk: must equal ``T`` in the C++ source
@@ -29,13 +29,7 @@ _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
 def _entry(kind: str, dtype: torch.dtype):
-    fn = getattr(library("selective_scan"), f"longssm_scan_{kind}_{_SUFFIX[dtype]}")
-    fn.restype = None
-    return fn
-
-
-def _ptr(t: torch.Tensor | None):
-    return ctypes.c_void_p(t.data_ptr() if t is not None else None)
+    return entry("selective_scan", f"longssm_scan_{kind}_{_SUFFIX[dtype]}")
 
 
 def _i64(values):

@@ -6,6 +6,7 @@ from longssm.layers.attention import Attention, KVCache
 from longssm.layers.conv_mixers import S4D, S5, S4DState, S5State, ShiftSSM, ShiftState
 from longssm.layers.cores import Core, DiagonalCore, SelectiveCore, ShiftCore, configure
 from longssm.layers.h3 import H3, H3State
+from longssm.layers.linear import Linear
 from longssm.layers.optim import set_optim
 from longssm.layers.options import AttentionOptions, H3Options, MambaOptions, S4DOptions, S5Options, ShiftOptions
 from longssm.layers.s5 import S5Core
@@ -37,5 +38,5 @@ __all__ = [
     "MIXERS", "MIXER_OPTIONS", "Attention", "KVCache", "S4D", "S4DState", "S5", "S5State", "S5Core",
     "SMRCore", "SMRState", "ShiftSSM", "ShiftState",
     "H3", "H3State", "SelectiveSSM", "MambaState", "Core", "DiagonalCore", "ShiftCore", "SelectiveCore",
-    "configure", "set_optim", "detach_state", "map_tensors",
+    "configure", "set_optim", "detach_state", "map_tensors", "Linear",
 ]

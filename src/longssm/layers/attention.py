@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from longssm.kernels.checks import check_seq, check_token
+from longssm.layers.linear import Linear
 from longssm.layers.options import AttentionOptions
 from longssm.layers.state import check_state
 
@@ -112,8 +113,8 @@ class Attention(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.use_rotary, self.window, self.rotary_base = use_rotary, window, o.rotary_base
         self.dropout = dropout  # on the attention probabilities, in training mode only
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=o.bias)
-        self.out_proj = nn.Linear(d_model, d_model, bias=o.bias)
+        self.qkv = Linear(d_model, 3 * d_model, bias=o.bias)
+        self.out_proj = Linear(d_model, d_model, bias=o.bias)
 
     def reset_parameters(self, *, std: float = 0.02, residual_std: float = 0.02) -> None:
         """GPT-2 init: N(0, std) projections, the output (a residual branch's) at residual_std."""

@@ -17,6 +17,7 @@ from torch import nn
 
 from longssm.kernels.checks import check_seq, check_token
 from longssm.layers.cores import DiagonalCore, ShiftCore
+from longssm.layers.linear import Linear
 from longssm.layers.options import S4DOptions, S5Options, ShiftOptions
 from longssm.layers.s5 import S5Core
 from longssm.layers.smr import maybe_smr
@@ -46,7 +47,7 @@ class _CoreMixer(nn.Module):
         self.d_model, self.glu = d_model, postact == "glu"
         self.core = core
         self.per_step_dt = core.per_step_dt  # takes a per-step time step dt (batch, L)
-        self.out_proj = nn.Linear(d_model, (2 if self.glu else 1) * d_model)
+        self.out_proj = Linear(d_model, (2 if self.glu else 1) * d_model)
         rename_on_load(self, {"conv.": "core."})  # checkpoints before the core seam
 
     def reset_parameters(self, *, std: float = 0.02, residual_std: float = 0.02) -> None:

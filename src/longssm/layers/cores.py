@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from longssm.kernels.backend import check_backend, get_op
+from longssm.layers.linear import Linear
 from longssm.kernels.diagonal import DISCRETIZATIONS, discretize, s4d_init_A, s4d_init_log_dt, ssm_step
 from longssm.kernels.selective_scan import selective_scan_step
 from longssm.kernels.shift import shift_kernel, shift_step
@@ -185,8 +186,8 @@ class SelectiveCore(Core):
         super().__init__()
         self.d_inner, self.d_state, self.dt_rank = d_inner, d_state, dt_rank
         self.segment_size, self.dt_scale = segment_size, 1.0
-        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
-        self.dt_proj = nn.Linear(dt_rank, d_inner)
+        self.x_proj = Linear(d_inner, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = Linear(dt_rank, d_inner)
         nn.init.uniform_(self.dt_proj.weight, -dt_rank**-0.5, dt_rank**-0.5)
         log_dt = torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
         dt = torch.exp(log_dt).clamp(min=dt_init_floor)
@@ -206,7 +207,7 @@ class SelectiveCore(Core):
         """x (batch, *t, d_inner), per-step ``step`` (batch, *t) or None -> delta (batch, *t,
         d_inner) and whether softplus is still to apply, B, C (batch, *t, d_state)."""
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = dt @ self.dt_proj.weight.T
+        dt = self.op("linear")(dt, self.dt_proj.weight)  # its bias goes into the kernel
         if self.dt_scale == 1.0 and step is None:  # the kernel adds the bias and applies softplus
             return dt, True, B, C
         delta = F.softplus(dt + self.dt_proj.bias) * self.dt_scale
@@ -229,12 +230,15 @@ class SelectiveCore(Core):
 
 
 def configure(module: nn.Module, *, backend: str | None = None, dt_scale: float | None = None) -> None:
-    """Set the kernel backend and/or the time-step scale of every core inside ``module``."""
+    """Set the kernel backend of every core and linear layer inside ``module`` and/or the
+    time-step scale of every core."""
     if backend is not None:
         check_backend(backend)
     if dt_scale is not None and not dt_scale > 0:
         raise ValueError(f"dt_scale must be > 0, got {dt_scale}")
     for m in module.modules():
+        if isinstance(m, Linear) and backend is not None:
+            m.backend = backend
         if isinstance(m, Core):
             if backend is not None:
                 m.backend = backend

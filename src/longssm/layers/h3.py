@@ -31,6 +31,7 @@ from torch import nn
 
 from longssm.kernels.checks import check_seq, check_token
 from longssm.layers.cores import DiagonalCore, ShiftCore
+from longssm.layers.linear import Linear
 from longssm.layers.options import H3Options
 from longssm.layers.s5 import S5Core
 from longssm.layers.smr import maybe_smr
@@ -64,11 +65,11 @@ class H3(nn.Module):
         self.d_model, self.head_dim, self.n_heads = d_model, o.head_dim, d_model // o.head_dim
         self.use_gate = o.use_gate
         # q (if gated), k, v in one projection, computed channel-first for the convolutions.
-        self.in_proj = nn.Linear(d_model, (3 if o.use_gate else 2) * d_model)
+        self.in_proj = Linear(d_model, (3 if o.use_gate else 2) * d_model)
         self.shift = ShiftCore(d_model, o.shift_state, ssm_lr=o.ssm_lr) if o.use_shift else None
         self.diag = maybe_smr(LONG_CORES[o.long_core](self.n_heads, o), self.n_heads, o) if o.use_diag else None
         self.per_step_dt = self.diag is not None and self.diag.per_step_dt
-        self.out_proj = nn.Linear(d_model, d_model)
+        self.out_proj = Linear(d_model, d_model)
 
     def reset_parameters(self, *, std: float = 0.02, residual_std: float = 0.02) -> None:
         """GPT-2 init of the projections (W_O is a residual branch's output); the SSM cores keep

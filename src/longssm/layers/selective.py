@@ -19,6 +19,7 @@ from torch import nn
 
 from longssm.kernels.checks import check_seq, check_token
 from longssm.layers.cores import SelectiveCore, compute_dtype
+from longssm.layers.linear import Linear
 from longssm.layers.options import MambaOptions
 from longssm.layers.smr import SMRCore, maybe_smr
 from longssm.layers.state import check_state, rename_on_load
@@ -39,14 +40,14 @@ class SelectiveSSM(nn.Module):
         o = MambaOptions(**options)
         self.d_model, self.d_conv = d_model, o.d_conv
         self.d_inner = o.expand * d_model
-        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.in_proj = Linear(d_model, 2 * self.d_inner, bias=False)
         self.conv = nn.Conv1d(self.d_inner, self.d_inner, o.d_conv, groups=self.d_inner)
         core = SelectiveCore(self.d_inner, o.d_state, dt_rank=o.dt_rank or math.ceil(d_model / 16),
                              dt_min=o.dt_min, dt_max=o.dt_max, dt_init_floor=o.dt_init_floor,
                              segment_size=o.segment_size)
         self.core = maybe_smr(core, self.d_inner, o)  # SMR gates x, from which the core also reads dt, B, C
         self.per_step_dt = True
-        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+        self.out_proj = Linear(self.d_inner, d_model, bias=False)
         # checkpoints before the core seam kept the selective SSM's parameters in the block
         rename_on_load(self, {p: "core." + p for p in ("x_proj.", "dt_proj.", "A_log", "D")})
 

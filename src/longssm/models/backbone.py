@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from longssm.layers import MIXERS, configure, set_optim
+from longssm.layers.linear import Linear
 from longssm.models.config import ModelConfig
 from longssm.models.state import ModelState
 
@@ -36,7 +37,7 @@ def _norm(cfg: ModelConfig) -> nn.Module:
 class MLP(nn.Module):
     def __init__(self, d_model: int, hidden: int, dropout: float):
         super().__init__()
-        self.fc1, self.fc2 = nn.Linear(d_model, hidden), nn.Linear(hidden, d_model)
+        self.fc1, self.fc2 = Linear(d_model, hidden), Linear(hidden, d_model)
         self.drop = nn.Dropout(dropout)
 
     def reset_parameters(self, *, std: float = 0.02, residual_std: float = 0.02) -> None:

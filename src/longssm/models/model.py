@@ -12,6 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from longssm.kernels.backend import resolve
+from longssm.layers import configure
+from longssm.layers.linear import Linear
 from longssm.layers.state import rename_on_load
 from longssm.models.backbone import Backbone
 from longssm.models.config import ModelConfig
@@ -23,9 +26,10 @@ class LanguageModel(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = Backbone(config)
-        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.head = Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.head.weight = self.backbone.embedding.weight
+        configure(self.head, backend=config.backend)
         self.reset_parameters()
         # checkpoints before the backbone/head split kept the backbone's modules at the top
         rename_on_load(self, {k: "backbone." + k for k in ("embedding.", "pos_embedding.", "blocks.", "norm.")})
@@ -57,13 +61,15 @@ class LanguageModel(nn.Module):
         return self._head_step(x), state
 
     def _head_step(self, x: torch.Tensor) -> torch.Tensor:
-        """The head on one token per row. On CPU without autograd it multiplies by a cached
+        """The head on one token per row. With the native backend it is the head's own (C++
+        matrix-vector kernel). Otherwise, on CPU without autograd it multiplies by a cached
         (d_model, vocab) copy of the weight: PyTorch's CPU matrix-vector product reads the
         (vocab, d_model) layout of ``nn.Linear`` at ~16 GB/s and this one at ~27 GB/s, 1.7x faster
         for GPT-2's vocabulary at batch 1 (BENCHMARKS.md). The copy is remade whenever the weight
         changes (storage, in-place version, dtype); FSDP-managed models keep the plain path."""
         w = self.head.weight
-        if w.device.type != "cpu" or (torch.is_grad_enabled() and w.requires_grad) or hasattr(self, "unshard"):
+        if (w.device.type != "cpu" or (torch.is_grad_enabled() and w.requires_grad) or hasattr(self, "unshard")
+                or resolve(self.head.backend) == "native"):
             return self.head(x)
         key = (w.data_ptr(), w._version, w.dtype)
         if getattr(self, "_head_t_key", None) != key:
