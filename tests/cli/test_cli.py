@@ -73,7 +73,9 @@ def test_bench_step_times_four_ways(tmp_path, capsys):
     assert "native-backend" in capsys.readouterr().out
 
 
-def test_bench_lengths_only_for_train(capsys):
+def test_bench_lengths_and_batches_only_where_they_apply(capsys):
     assert main(["bench", "kernels", "--lengths", "1024"]) == 2
-    assert "--lengths applies to bench train" in capsys.readouterr().err
+    assert "--lengths applies to bench train and generate" in capsys.readouterr().err
     assert main(["bench", "train", "--lengths", "1"]) == 2
+    assert main(["bench", "train", "--batches", "2"]) == 2
+    assert "--batches applies to bench generate" in capsys.readouterr().err

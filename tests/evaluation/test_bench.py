@@ -17,7 +17,7 @@ def test_generate_suite_times_every_contender_at_every_point(tmp_path):
     assert result["skipped"] == {}  # transformers and mambapy come with the set-up
     assert len({r["contender"] for r in result["records"]}) == len(cfg.contenders)  # ours under tiny-* names
     assert len(result["records"]) == len(cfg.contenders) * len(cfg.contexts) * len(cfg.batches)
-    assert all(r["ms_per_token"] > 0 and r["x_floor"] > 0 for r in result["records"])
+    assert all(r["ms_per_token"] > 0 and r["x_floor"] > 0 and r["x_interleaved_read_floor"] > 0 for r in result["records"])
     assert json.loads((tmp_path / "g.json").read_text())["records"] == result["records"]
 
 

@@ -37,7 +37,9 @@ def add_parser(sub) -> None:
                         "h3-attention-L scan scan-compile scan-native state-passing) models (step: s4d h3 attention "
                         "mamba ...) or presets (hf; parallel: one preset)")
     p.add_argument("--lengths", type=int, nargs="+", default=None,
-                   help="sequence lengths (train; default 1024 4096, batch = 4096 tokens / L, at least 1)")
+                   help="sequence lengths (train; default 1024 4096, batch = 4096 tokens / L, at least 1) or "
+                        "contexts (generate; default 256 1024 4096 16384 32768)")
+    p.add_argument("--batches", type=int, nargs="+", default=None, help="batch sizes (generate; default 1 8)")
     p.add_argument("--out", default=None, help="JSON output path (default results/bench_SUITE.json)")
     p.set_defaults(func=run)
 
@@ -46,8 +48,11 @@ def run(args: argparse.Namespace) -> int:
     for name in ("warmup", "repeats"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.lengths is not None and (args.suite != "train" or min(args.lengths) < 2):
-        raise ValueError(f"--lengths applies to bench train and must be >= 2, got {args.lengths} for {args.suite}")
+    if args.lengths is not None and (args.suite not in ("train", "generate") or min(args.lengths) < 2):
+        raise ValueError(f"--lengths applies to bench train and generate and must be >= 2, got {args.lengths} "
+                         f"for {args.suite}")
+    if args.batches is not None and (args.suite != "generate" or min(args.batches) < 1):
+        raise ValueError(f"--batches applies to bench generate and must be >= 1, got {args.batches} for {args.suite}")
     out = Path(args.out or f"results/bench_{args.suite}.json")
     say = lambda line: print(line, flush=True)
     if args.suite == "kernels":
@@ -67,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = GenerateBenchConfig.quick() if args.quick else GenerateBenchConfig()
         changes = {k: v for k, v in (("warmup", args.warmup), ("steps", args.repeats),
-                                     ("contenders", args.contenders and tuple(args.contenders))) if v is not None}
+                                     ("contenders", args.contenders and tuple(args.contenders)),
+                                     ("contexts", args.lengths and tuple(args.lengths)),
+                                     ("batches", args.batches and tuple(args.batches))) if v is not None}
         result = bench(dataclasses.replace(cfg, **changes), out, progress=say)
         plot(result, out.with_suffix(".png"))
         print("\n" + markdown(result))

@@ -24,7 +24,10 @@ medians too).
 The floor at batch 1 is the weight bytes over this machine's measured copy bandwidth (bytes read
 plus bytes written per second): every weight must be read once per decoded token. A second floor
 uses the streaming-read bandwidth (``read_bandwidth``: a sum over 256 MiB), the rate at which
-weights can be read at all; with the native kernel, the matrix-vector products reach it.
+weights can be read at all; with the native kernel, the matrix-vector products reach it. Both are
+measured once, before the decoding; since this machine's bandwidth drifts, every point also times
+a streaming read of the largest model's weight bytes in the same interleaved rounds, and reports
+each latency against that (``x_interleaved_read_floor``).
 """
 
 from __future__ import annotations
@@ -226,27 +229,36 @@ def read_bandwidth() -> float:
 
 
 @torch.no_grad()
-def decode_latencies(contenders: list[Contender], batch: int, context: int, steps: int, warmup: int) -> list[float]:
+def decode_latencies(contenders: list[Contender], batch: int, context: int, steps: int, warmup: int,
+                     probe: torch.Tensor) -> tuple[list[float], float]:
     """Median seconds per decoded token of each contender, chained from a state of ``context``
-    tokens; the contenders take turns step by step."""
+    tokens; the contenders take turns step by step, and after each round a streaming read of
+    ``probe`` (as many bytes as the largest model's weights) is timed too: this machine's memory
+    bandwidth drifts (33-78 GB/s copy across runs here), so the read floor of each point is
+    measured in the same rounds as its latencies. Returns (latencies, the probe's median)."""
     if batch * context > INTERLEAVE_TOKENS:  # the states would not fit in memory together: one at a time
-        return [_latencies([c], batch, context, steps, warmup)[0] for c in contenders]
-    return _latencies(contenders, batch, context, steps, warmup)
+        runs = [_latencies([c], batch, context, steps, warmup, probe) for c in contenders]
+        return [r[0][0] for r in runs], sorted(r[1] for r in runs)[len(runs) // 2]
+    return _latencies(contenders, batch, context, steps, warmup, probe)
 
 
-def _latencies(contenders: list[Contender], batch: int, context: int, steps: int, warmup: int) -> list[float]:
+def _latencies(contenders, batch, context, steps, warmup, probe) -> tuple[list[float], float]:
     states = [c.state(batch, context) for c in contenders]
     tok = torch.zeros(batch, dtype=torch.long)
     times = [[] for _ in contenders]
+    reads = []
     for i in range(warmup + steps):
         for j, c in enumerate(contenders):
             t0 = time.perf_counter()
             states[j] = c.step(tok, states[j])
             if i >= warmup:
                 times[j].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        probe.sum()
+        reads.append(time.perf_counter() - t0)
     del states
     gc.collect()
-    return [sorted(t)[len(t) // 2] for t in times]
+    return [sorted(t)[len(t) // 2] for t in times], sorted(reads[warmup:])[len(reads[warmup:]) // 2]
 
 
 def run(cfg: GenerateBenchConfig, out: Path | None, progress=print) -> dict:
@@ -284,6 +296,7 @@ def run(cfg: GenerateBenchConfig, out: Path | None, progress=print) -> dict:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, indent=1) + "\n")
 
+    probe = torch.randn(max(c.weight_bytes for c in contenders) // 4)  # fp32: as many bytes as the largest model
     for batch in cfg.batches:
         for ctx in cfg.contexts:
             if batch * ctx > MAX_CACHED_TOKENS:
@@ -291,11 +304,13 @@ def run(cfg: GenerateBenchConfig, out: Path | None, progress=print) -> dict:
                     f"{batch * ctx:,} cached tokens: a 12-layer fp32 KV cache of "
                     f"{2 * 12 * batch * ctx * 768 * 4 / 1e9:.0f} GB does not fit in memory here")
                 continue
-            seconds = decode_latencies(contenders, batch, ctx, cfg.steps, cfg.warmup)
+            seconds, read_s = decode_latencies(contenders, batch, ctx, cfg.steps, cfg.warmup, probe)
             for c, s in zip(contenders, seconds):
                 floor = result["contenders"][c.name]["floor_ms"] / 1e3
+                read_floor = read_s * c.weight_bytes / probe.nbytes  # the same rounds' streaming read
                 result["records"].append({"contender": c.name, "batch": batch, "context": ctx,
-                                          "ms_per_token": s * 1e3, "x_floor": s / floor})
+                                          "ms_per_token": s * 1e3, "x_floor": s / floor,
+                                          "interleaved_read_floor_ms": read_floor * 1e3, "x_interleaved_read_floor": s / read_floor})
             progress(f"batch {batch} context {ctx:>6}: " + "  ".join(
                 f"{c.name} {s * 1e3:.1f}" for c, s in zip(contenders, seconds)) + " ms/token")
             save()
@@ -348,10 +363,13 @@ def markdown(result: dict) -> str:
     lines += [f"Floors at batch 1 (weight bytes over the copy bandwidth, {m['copy_bytes_per_s'] / 1e9:.1f} GB/s, and over "
               f"the streaming-read bandwidth, {m['read_bytes_per_s'] / 1e9:.1f} GB/s) and prompt processing:", "",
               "| contender | weights MiB | copy floor ms | read floor ms | shortest context: x copy floor | "
-              "x read floor | prompt tokens/s |", "|---|---:|---:|---:|---:|---:|---:|"]
+              "x read floor | x read floor measured in the same rounds | prompt tokens/s |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    inter = {r["contender"]: r for r in recs if r["batch"] == 1 and r["context"] == contexts[0]}
     for n in names:
         c = result["contenders"][n]
         t = ms[(n, 1, contexts[0])]
         lines.append(f"| {n} | {c['weight_bytes'] / 2**20:,.0f} | {c['floor_ms']:.1f} | {c['read_floor_ms']:.1f} | "
-                     f"{t / c['floor_ms']:.2f} | {t / c['read_floor_ms']:.2f} | {c['prompt_tokens_per_s']:,.0f} |")
+                     f"{t / c['floor_ms']:.2f} | {t / c['read_floor_ms']:.2f} | "
+                     f"{inter[n].get('x_interleaved_read_floor', float('nan')):.2f} | {c['prompt_tokens_per_s']:,.0f} |")
     return "\n".join(lines) + "\n"
