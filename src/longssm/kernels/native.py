@@ -25,6 +25,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import torch  # first: its libgomp is then the OpenMP runtime the kernel libraries bind to
+
 CSRC = Path(__file__).parent / "csrc"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-std=c++20",
          "-shared", "-fPIC")
@@ -80,9 +82,16 @@ def library(name: str) -> ctypes.CDLL:
             os.unlink(tmp)
             raise NativeBuildError(f"building {source_path.name} failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
         os.replace(tmp, out)
-    import torch  # noqa: F401  (torch's libgomp must be loaded first, so the kernels share its runtime)
-
     return ctypes.CDLL(str(out))
+
+
+#: the suffix of a C entry point per dtype (the kernels are templates instantiated for these two)
+DTYPE_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def suffix(dtype: torch.dtype) -> str | None:
+    """``f32`` / ``f64`` for float32 / float64, None for a dtype the kernels do not take."""
+    return DTYPE_SUFFIX.get(dtype)
 
 
 def ptr(t) -> ctypes.c_void_p:
@@ -90,8 +99,8 @@ def ptr(t) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr() if t is not None else None)
 
 
-def entry(library_name: str, symbol: str):
-    """A C function of a native library (built on first use), returning void."""
+def entry(library_name: str, symbol: str, restype=None):
+    """A C function of a native library (built on first use), returning ``restype`` (void)."""
     fn = getattr(library(library_name), symbol)
-    fn.restype = None
+    fn.restype = restype
     return fn

@@ -15,12 +15,11 @@ import ctypes
 import torch
 import torch.nn.functional as F
 
-from longssm.kernels.native import entry, ptr
+from longssm.kernels.native import entry, ptr, suffix
 
 #: rows (tokens) up to which the native kernel runs: beyond, the weights are reused enough for
 #: PyTorch's matrix products to be the faster path
 MAX_ROWS = 8
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -29,7 +28,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 def _applies(x, weight, bias) -> bool:
-    return (x.device.type == "cpu" and x.dtype in _SUFFIX and weight.dtype == x.dtype
+    return (x.device.type == "cpu" and suffix(x.dtype) is not None and weight.dtype == x.dtype
             and (bias is None or (bias.dtype == x.dtype and bias.is_contiguous()))
             and x.numel() <= MAX_ROWS * x.shape[-1] and x.numel() > 0 and weight.is_contiguous()
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
@@ -48,7 +47,7 @@ def linear_native(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     if rows.stride(-1) != 1:
         rows = rows.contiguous()
     y = x.new_empty(rows.shape[0], weight.shape[0])
-    entry("linear", f"longssm_gemv_{_SUFFIX[x.dtype]}")(
+    entry("linear", f"longssm_gemv_{suffix(x.dtype)}")(
         ptr(weight), ptr(rows), ctypes.c_int64(rows.stride(0)), ptr(bias), ptr(y), ctypes.c_int64(rows.shape[0]),
         ctypes.c_int64(weight.shape[0]), ctypes.c_int64(weight.shape[1]), ctypes.c_int(torch.get_num_threads()))
     return y.view(*x.shape[:-1], weight.shape[0])

@@ -20,16 +20,16 @@ import ctypes
 
 import torch
 
-from longssm.kernels.native import entry, ptr as _ptr
+from longssm.kernels.native import entry, ptr, suffix
 from longssm.kernels.selective_scan import _check, _finish, _prepare_delta
 
-#: positions per checkpoint chunk: must equal ``T`` in the C++ source
-CHUNK = 32
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
-
-
 def _entry(kind: str, dtype: torch.dtype):
-    return entry("selective_scan", f"longssm_scan_{kind}_{_SUFFIX[dtype]}")
+    return entry("selective_scan", f"longssm_scan_{kind}_{suffix(dtype)}")
+
+
+def _chunk() -> int:
+    """Positions per checkpointed chunk, as the compiled kernel defines them (``T``)."""
+    return entry("selective_scan", "longssm_scan_chunk", ctypes.c_int)()
 
 
 def _i64(values):
@@ -51,11 +51,11 @@ class _NativeScan(torch.autograd.Function):
         A, x0 = A.contiguous(), None if x0 is None else x0.contiguous()
         y = u.new_empty(batch, Dm, L)
         last = u.new_empty(batch, Dm, N)
-        ck = u.new_empty(batch, -(-L // CHUNK), Dm, N)
+        ck = u.new_empty(batch, -(-L // _chunk()), Dm, N)
         shape = _i64((batch, Dm, L, N))
         threads = torch.get_num_threads()
-        _entry("fwd", u.dtype)(shape, _strides(dt, u, B, C, y), _ptr(dt), _ptr(u), _ptr(A), _ptr(B), _ptr(C),
-                               _ptr(x0), _ptr(y), _ptr(last), _ptr(ck), ctypes.c_int(threads))
+        _entry("fwd", u.dtype)(shape, _strides(dt, u, B, C, y), ptr(dt), ptr(u), ptr(A), ptr(B), ptr(C),
+                               ptr(x0), ptr(y), ptr(last), ptr(ck), ctypes.c_int(threads))
         ctx.save_for_backward(dt, u, A, B, C, ck)
         ctx.has_x0 = x0 is not None
         ctx.set_materialize_grads(False)
@@ -75,9 +75,9 @@ class _NativeScan(torch.autograd.Function):
         g_B, g_C = B.new_zeros(threads, batch, N, L), C.new_zeros(threads, batch, N, L)
         g_x0 = u.new_empty(batch, Dm, N)
         _entry("bwd", u.dtype)(
-            _i64((batch, Dm, L, N)), _strides(dt, u, B, C, g_y, g_dt, g_u), _ptr(dt), _ptr(u), _ptr(A), _ptr(B),
-            _ptr(C), _ptr(ck), _ptr(g_y), _ptr(g_last), _ptr(g_dt), _ptr(g_u), _ptr(g_A), _ptr(g_B), _ptr(g_C),
-            _ptr(g_x0), ctypes.c_int(threads))
+            _i64((batch, Dm, L, N)), _strides(dt, u, B, C, g_y, g_dt, g_u), ptr(dt), ptr(u), ptr(A), ptr(B),
+            ptr(C), ptr(ck), ptr(g_y), ptr(g_last), ptr(g_dt), ptr(g_u), ptr(g_A), ptr(g_B), ptr(g_C),
+            ptr(g_x0), ctypes.c_int(threads))
         return g_dt, g_u, g_A.sum(0), g_B.sum(0), g_C.sum(0), g_x0 if ctx.has_x0 else None
 
 
@@ -85,7 +85,7 @@ def _check_native(u):
     if u.device.type != "cpu":
         raise ValueError(f"the native backend's selective scan runs on CPU; got a tensor on {u.device} "
                          "(use backend 'auto' on GPU)")
-    if u.dtype not in _SUFFIX:
+    if suffix(u.dtype) is None:
         raise TypeError(f"the native backend's selective scan takes float32 or float64, got {u.dtype}")
 
 

@@ -295,3 +295,6 @@ Strides3 st(const int64_t* s) { return {s[0], s[1], s[2]}; }
 
 LONGSSM_SCAN_ENTRY(float, f32)
 LONGSSM_SCAN_ENTRY(double, f64)
+
+// Positions per chunk, for the caller's checkpoint buffer (batch, chunks, D, N).
+extern "C" int longssm_scan_chunk() { return T; }
