@@ -143,8 +143,8 @@ def run_cell(args) -> dict | None:
     return {"phase": phase, "model": model_name, "lr": lr, "seed": seed, "steps": record["step"],
             "params": count_parameters(model), "non_embedding_params": count_parameters(model) - emb,
             "train_tokens": record["step"] * tokens_per_step, "tokens_per_s": round(record["step"] * tokens_per_step / trained_s, 1),
-            "threads": threads, "backend": resolve_backend(model.config.backend), "peak_mb": round(peak, 1), "val_loss": round(ev["loss"], 5), "val_ppl": round(math.exp(ev["loss"]), 3),
-            "val_tokens": ev["tokens"], "final_train_loss": round(last.get("loss", float("nan")), 5), "curve": curve}
+            "threads": threads, "backend": resolve_backend(model.config.backend), "peak_mb": round(peak, 1),
+            "val_loss": round(ev["loss"], 5), "val_ppl": round(math.exp(ev["loss"]), 3), "val_tokens": ev["tokens"], "final_train_loss": round(last.get("loss", float("nan")), 5), "curve": curve}
 
 
 def cell_key(r: dict) -> tuple:
