@@ -7,7 +7,7 @@ import statistics
 import pytest
 import torch
 
-from longssm.experiments.lm_compare import LMCompareConfig, best_lrs, plan, run_all, validate
+from longssm.experiments.lm_compare import LMCompareConfig, best_lrs, plan, run_all, training_rate, validate
 from longssm.experiments.lm_compare_report import report
 from longssm.models import LanguageModel, count_parameters
 from longssm.models.presets import LM_COMPARE_MODELS, lm_compare_config
@@ -55,6 +55,14 @@ def test_config_errors_name_the_key():
         validate(LMCompareConfig(models=("gpt5",)))
     with pytest.raises(ValueError, match="lm_compare.steps must be >= 1"):
         validate(LMCompareConfig(steps=0))
+
+
+def test_the_training_rate_is_the_median_interval_so_a_pause_does_not_count():
+    logged = [{"step": 10, "tokens_per_s": 900.0}, {"step": 10, "val_loss": 5.0},
+              {"step": 20, "tokens_per_s": 12.0},  # stopped for minutes in this interval
+              {"step": 30, "tokens_per_s": 1000.0}]
+    assert training_rate(logged) == 900.0
+    assert training_rate([{"step": 10, "val_loss": 5.0}]) is None
 
 
 @pytest.mark.slow

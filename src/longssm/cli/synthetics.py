@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import argparse
 import dataclasses
 from pathlib import Path
@@ -160,7 +159,7 @@ def base_config(args):
 
 
 def run(args) -> int:
-    from longssm.experiments.records import write_atomic
+    from longssm.experiments.records import update_records, write_atomic
     from longssm.experiments.synthetics import current_commit, load_records, merge_records, plot_mqar, report
 
     grid = dict(QUICK if args.quick else FULL)
@@ -177,9 +176,7 @@ def run(args) -> int:
         nonlocal records
         tqdm.write(f"{rec['task']:>18} {rec['model']:<14} seed {rec['seed']}: test accuracy "
                    f"{rec['test_accuracy']:.1f}% after {rec['epochs']} epochs ({rec['seconds']:.0f} s)")
-        records = merge_records(records, [rec])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(out, json.dumps(records, indent=1) + "\n")  # the records first: the table is derived
+        records = update_records(out, [rec], merge_records, load_records)  # first: the table is derived
         write_atomic(out.with_suffix(".md"), report(records))
 
     def plot():

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from longssm.experiments.records import read_records, write_atomic
+from longssm.experiments.records import read_records, update_records
 from longssm.experiments.workers import peak_memory_mb, run_cells
 from longssm.models.presets import LM_COMPARE_MODELS
 
@@ -137,14 +138,21 @@ def run_cell(args) -> dict | None:
     metrics = [json.loads(line) for line in (Path(run.train.out_dir) / "metrics.jsonl").read_text().splitlines()]
     tokens_per_step = run.train.global_batch * run.train.seq_len
     curve = [[m["step"] * tokens_per_step, round(m["val_loss"], 5)] for m in metrics if "val_loss" in m]
-    logged = [m for m in metrics if "elapsed_s" in m]
-    trained_s = logged[-1]["elapsed_s"] if logged else seconds
+    tokens_per_s = training_rate(metrics) or record["step"] * tokens_per_step / seconds
     emb = model.backbone.embedding.weight.numel()
     return {"phase": phase, "model": model_name, "lr": lr, "seed": seed, "steps": record["step"],
             "params": count_parameters(model), "non_embedding_params": count_parameters(model) - emb,
-            "train_tokens": record["step"] * tokens_per_step, "tokens_per_s": round(record["step"] * tokens_per_step / trained_s, 1),
+            "train_tokens": record["step"] * tokens_per_step, "tokens_per_s": round(tokens_per_s, 1),
             "threads": threads, "backend": resolve_backend(model.config.backend), "peak_mb": round(peak, 1),
             "val_loss": round(ev["loss"], 5), "val_ppl": round(math.exp(ev["loss"]), 3), "val_tokens": ev["tokens"], "final_train_loss": round(last.get("loss", float("nan")), 5), "curve": curve}
+
+
+def training_rate(metrics: list[dict]) -> float | None:
+    """Training tokens/s of a run: the median of its logging intervals' rates (``metrics.jsonl``). A
+    pause (SIGSTOP, a suspended laptop) or an evaluation falls in a few intervals and would otherwise
+    pull a whole-wall-clock rate down. None when no interval was logged."""
+    rates = [m["tokens_per_s"] for m in metrics if "tokens_per_s" in m]
+    return statistics.median(rates) if rates else None
 
 
 def cell_key(r: dict) -> tuple:
@@ -213,9 +221,7 @@ def run_all(cfg: LMCompareConfig, out: Path, *, jobs: int = 1, progress=print, o
         def done(rec):
             nonlocal records
             count[0] += 1
-            records = merge(records, [rec])
-            out.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(out, json.dumps(records, indent=1) + "\n")
+            records = update_records(out, [rec], merge, load_records)
             if on_records:
                 on_records(records)
             progress(f"[{count[0]}/{len(todo)}] {rec['phase']} {rec['model']} lr {rec['lr']:g} seed {rec['seed']}: "

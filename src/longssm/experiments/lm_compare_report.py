@@ -57,7 +57,8 @@ def report(records: list[dict], header: str) -> str:
                       f"h3 < s4d; among the models run here it {'holds' if ours == paper else 'does not hold'}"
                       f" ({' < '.join(ours)}).",
                   "", "Mean ± standard deviation over seeds; validation: zero-state windows of the training length "
-                      "on the validation books; tokens/s: the run's training throughput on its torch threads "
+                      "on the validation books; tokens/s: the run's training throughput (median of its 10-step logging "
+                      "intervals, so pauses and evaluations do not count) on its torch threads "
                       f"({by[order[0]][0].get('threads', '?')} per run) while other runs shared the machine, so not a "
                       "speed comparison (`longssm bench train` is one); peak MB: the run's process peak resident memory (VmHWM, CPU)."]
         native = sorted({m for m, rs in by.items() for r in rs if r.get("backend") == "native"})

@@ -1,9 +1,13 @@
 """Results files of the experiments: lists of JSON records, read with a check that names the file,
-written atomically (a crash never leaves half a file)."""
+written atomically (a crash never leaves half a file) and merged under a lock (two commands that
+share a results file keep each other's records)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -28,3 +32,20 @@ def write_atomic(path: str | Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def update_records(path: str | Path, new: list[dict], merge: Callable[[list[dict], list[dict]], list[dict]],
+                   load: Callable[[Path], list[dict]]) -> list[dict]:
+    """Merge ``new`` into the records file ``path`` and return the merged list. The file is read again
+    under an exclusive lock on its folder, so the records another command wrote since this one
+    started are kept, not overwritten by this command's older copy."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        records = merge(load(path), new)
+        write_atomic(path, json.dumps(records, indent=1) + "\n")
+    finally:
+        os.close(folder)  # releases the lock
+    return records

@@ -4,12 +4,11 @@ run resumes where it stopped."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tqdm import tqdm
 
-from longssm.experiments.records import read_records, write_atomic
+from longssm.experiments.records import read_records, update_records
 from longssm.experiments.smr import SMRExperimentConfig, Task, run_cell, validate
 from longssm.experiments.workers import run_cells
 
@@ -63,9 +62,7 @@ def run_grid(cfg: SMRExperimentConfig, out: Path, *, jobs: int = 1, commit: str 
         at1 = next(p["value"] for p in new if p["mode"] == "rate" and p["c"] == 1.0)
         tqdm.write(f"{r['task']:>8} {r['core']:<6} smr={'on ' if r['smr'] else 'off'} seed {r['seed']}: "
                    f"{r['metric']} {at1:.3f} at c=1, {r['cpu_ms_per_step']:.0f} CPU ms/step")
-        records = merge(records, new)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(out, json.dumps(records, indent=1) + "\n")
+        records = update_records(out, new, merge, load_records)
         if on_records:
             on_records(records)
         bar.update()
