@@ -24,8 +24,8 @@ def run_cells(fn, jobs_args: list, *, jobs: int = 1, on_done=None, fresh: bool =
     ``on_done(result)`` runs here after each cell, in completion order.
 
     A cell returns None when its training was interrupted (SIGINT / SIGTERM reached the worker,
-    which saved a checkpoint): it gets no record, the cells not yet started are cancelled, and
-    this returns False (True when every cell finished). The same command resumes the grid."""
+    which saved a checkpoint): it gets no record, no further cell starts (those running beside it
+    finish), and this returns False (True when every cell finished). The same command resumes the grid."""
     if not fresh and (jobs <= 1 or len(jobs_args) <= 1):
         for args in jobs_args:
             result = fn(args)
@@ -35,23 +35,24 @@ def run_cells(fn, jobs_args: list, *, jobs: int = 1, on_done=None, fresh: bool =
                 on_done(result)
         return True
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = multiprocessing.get_context("spawn")
-    finished = True
+    finished, todo, running = True, list(jobs_args), set()
     with ProcessPoolExecutor(max(1, jobs), mp_context=ctx, initializer=die_with_parent,
                              max_tasks_per_child=1 if fresh else None) as pool:
-        futures = [pool.submit(fn, args) for args in jobs_args]
-        for fut in as_completed(futures):
-            if fut.cancelled():
-                continue
-            result = fut.result()
-            if result is None:
-                finished = False
-                for f in futures:
-                    f.cancel()
-            elif on_done:
-                on_done(result)
+        # at most `jobs` cells submitted at a time: the executor moves submitted calls into its own
+        # queue, where cancel() no longer reaches them, so an interrupted grid would start them anyway
+        while running or (finished and todo):
+            while finished and todo and len(running) < max(1, jobs):
+                running.add(pool.submit(fn, todo.pop(0)))
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                result = fut.result()
+                if result is None:
+                    finished = False  # start no further cell; the running ones end on their own
+                elif on_done:
+                    on_done(result)
     return finished
 
 
