@@ -1,3 +1,4 @@
+import argparse
 import json
 
 import pytest
@@ -11,6 +12,19 @@ def test_help_explains_itself(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "state-space" in out and "bench" in out
+
+
+def test_every_command_and_option_says_what_it_does():
+    def undocumented(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    sub.format_help()  # a bad %-format in a help string raises here
+                    yield from undocumented(sub, f"{path} {name}")
+            elif not action.help:
+                yield f"{path} {'/'.join(action.option_strings) or action.dest}"
+
+    assert list(undocumented(build_parser(), "longssm")) == []
 
 
 def test_unknown_suite_is_an_error(capsys):

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint folder or run folder")
     p.add_argument("--data", nargs="*", help="text sources (default: the run's validation split)")
     p.add_argument("--lengths", type=int, nargs="+", default=[256], help="evaluation window lengths")
-    p.add_argument("--modes", nargs="+", default=["zero", "streaming"], choices=["zero", "streaming"])
+    p.add_argument("--modes", nargs="+", default=["zero", "streaming"], choices=["zero", "streaming"],
+                   help="which of the two modes to run (default: both)")
     p.add_argument("--batch", type=int, default=8, help="parallel streams / windows per batch")
     p.add_argument("--max-tokens", type=int, default=None, help="evaluate at most this many tokens")
     p.add_argument("--context", type=int, default=None,
@@ -87,13 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="sample text from a checkpoint (streamed)",
                        description="The prompt runs through the parallel forward, then one recurrent step per token.")
     p.add_argument("checkpoint", help="checkpoint folder or run folder")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--prompt", required=True, help="text to continue (encoded with the checkpoint's tokenizer)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy (default %(default)s)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only (default: all)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="sample among the most likely tokens whose probabilities sum to p (default: all)")
     p.add_argument("--stop", nargs="*", help="stop once the generated text contains one of these strings")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed gives the same text (default %(default)s)")
     p.set_defaults(func=lambda a: _commands().cmd_generate(a))
 
     p = sub.add_parser("data", help="data utilities")
@@ -101,10 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("prepare", help="tokenise a corpus into a memory-mapped shard",
                         description="Tokenise files, folders, globs, hf:NAME or 'embedded' into OUT "
                                     "(tokens.bin, doc_starts.npy, manifest.json, tokenizer.json for BPE).")
-    q.add_argument("source", nargs="+")
-    q.add_argument("--out", required=True)
+    q.add_argument("source", nargs="+", help="files, folders, globs, hf:NAME or 'embedded'")
+    q.add_argument("--out", required=True, help="shard folder to write (refused if it holds a shard, unless --overwrite)")
     q.add_argument("--tokenizer", default="byte", help="byte, bpe, or a tokenizer.json path")
-    q.add_argument("--bpe-vocab-size", type=int, default=8192)
+    q.add_argument("--bpe-vocab-size", type=int, default=8192, help="vocabulary of a BPE trained here (default %(default)s)")
     q.add_argument("--overwrite", action="store_true", help="replace the shard already in --out")
     _add_reading_options(q)
     q.set_defaults(func=lambda a: _commands().cmd_data_prepare(a))
@@ -113,12 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=lambda a: _commands().cmd_presets(a))
 
     p = sub.add_parser("info", help="describe a checkpoint")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="checkpoint folder or run folder")
     p.set_defaults(func=lambda a: _commands().cmd_info(a))
 
     p = sub.add_parser("demo", help="train tiny-hybrid on the embedded corpus, evaluate, sample",
                        description="The README's main job: about 5 minutes on 2 CPU cores.")
-    p.add_argument("--out-dir", default="runs/demo")
+    p.add_argument("--out-dir", default="runs/demo", help="run folder (default %(default)s)")
     p.add_argument("--minutes", type=float, default=4.0, help="training time budget")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a run config value")
     p.set_defaults(func=lambda a: __import__("longssm.cli.demo", fromlist=["demo"]).demo(a.out_dir, a.minutes, a.set or []))

@@ -30,9 +30,10 @@ def add_parser(sub) -> None:
                        description="Train 2-layer width-32 models on the H3 paper's synthetic tasks (5,000 "
                                    "train / 500 test examples) and report test accuracy on the scored "
                                    "tokens. Writes results/synthetics.json (merged) and results/synthetics.md.")
-    p.add_argument("--task", nargs="+", choices=["induction_head", "associative_recall", "mqar"])
+    p.add_argument("--task", nargs="+", choices=["induction_head", "associative_recall", "mqar"],
+                   help="default induction_head associative_recall (mqar runs only when named)")
     p.add_argument("--model", nargs="+", help="s4d h3 attention mamba hybrid h3-shift-only h3-diag-only h3-no-gate")
-    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--seeds", type=int, nargs="+", help="default 0 1 2 (--quick and mqar: 0)")
     p.add_argument("--quick", action="store_true",
                    help="H3, S4D, attention; both tasks; seed 0; 150 epochs (about 15 minutes with --jobs 2)")
     p.add_argument("--max-epochs", type=int, default=None,
