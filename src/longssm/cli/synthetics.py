@@ -125,10 +125,22 @@ def _jobs(args, grid: dict, commit: str, base, configured: set) -> list[tuple]:
     cell: the H3 tasks at each width; MQAR at each (sequence length, pairs) and width, with its own
     defaults. Width, epochs and plateau: the flag, else a key set by --config / --set
     (``configured``), else the grid's default."""
+    from longssm.models.presets import SYNTHETIC_MODELS
+
+    unknown = [m for m in args.model or [] if m not in SYNTHETIC_MODELS]
+    if unknown:
+        raise ValueError(f"unknown --model {', '.join(unknown)}; expected some of {', '.join(SYNTHETIC_MODELS)}")
+    given = lambda v: [] if v is None else v if isinstance(v, list) else [v]
+    for flag, values, least in (("--jobs", given(args.jobs), 1), ("--max-epochs", given(args.max_epochs), 1),
+                                ("--plateau", given(args.plateau), 0), ("--d-model", given(args.d_model), 1),
+                                ("--seq-len", given(args.seq_len), 1), ("--pairs", given(args.pairs), 1),
+                                ("--train-examples", given(args.train_examples), 1), ("--vocab", given(args.vocab), 1)):
+        if any(v < least for v in values):
+            raise ValueError(f"{flag} must be >= {least}, got {' '.join(map(str, values))}")
     seq_lens = args.seq_len or MQAR["seq_lens"]
     pairs = args.pairs or [L // 16 for L in seq_lens]
     if len(pairs) != len(seq_lens):
-        raise SystemExit(f"error: --pairs needs one value per --seq-len ({len(seq_lens)}), got {len(pairs)}")
+        raise ValueError(f"--pairs needs one value per --seq-len ({len(seq_lens)}), got {len(pairs)}")
     jobs = []
     for t in grid["tasks"]:
         mqar = t == "mqar"
@@ -167,10 +179,7 @@ def run(args) -> int:
     grid = {**grid, "tasks": args.task or grid["tasks"]}
     out = Path(args.out or ("results/synthetics_quick.json" if args.quick else "results/synthetics.json"))
     commit = current_commit()  # of the code the cells run, whatever HEAD does meanwhile
-    try:
-        records = load_records(out)  # before any training: a bad file must not cost a run its results
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    records = load_records(out)  # before any training: a bad file must not cost a run its results
     jobs = _jobs(args, grid, commit, *base_config(args))
 
     def done(rec):
