@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from longssm.experiments.lm_compare import LMCompareConfig, best_lrs, plan, run_all, training_rate, validate
-from longssm.experiments.lm_compare_report import report
+from longssm.experiments.lm_compare_report import plot, report
 from longssm.models import LanguageModel, count_parameters
 from longssm.models.presets import LM_COMPARE_MODELS, lm_compare_config
 
@@ -48,6 +48,22 @@ def test_the_sweep_comes_first_and_picks_each_models_rate():
     assert "native" not in md
     finals[0]["backend"] = "native"  # a run made with LONGSSM_BACKEND=native is named as such
     assert "Runs of h3 used the `native` kernel backend" in report(sweep + finals, "# test")
+
+
+def test_the_plot_draws_a_mean_line_per_model_and_a_band_over_its_seeds(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at it
+    finals = [_rec("final", "h3", 3e-3, 0, 9, 1.2), _rec("final", "h3", 3e-3, 1, 9, 1.4),
+              _rec("final", "s4d", 1e-3, 0, 9, 1.9)]
+    plot(finals, tmp_path / "lm.png")
+    assert (tmp_path / "lm.png").stat().st_size > 0
+    ax = figures[0].axes[0]
+    assert [line.get_label() for line in ax.lines] == ["h3 (2 seeds)", "s4d (1 seed)"]
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([2.3, 1.3])
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]  # one band: h3's two seeds
+    assert len(ax.collections) == 1 and band.min() == pytest.approx(1.2) and band.max() == pytest.approx(2.4)
 
 
 def test_config_errors_name_the_key():

@@ -82,7 +82,8 @@ def report(records: list[dict], header: str) -> str:
 
 
 def plot(records: list[dict], path: Path) -> None:
-    """Validation loss against training tokens, one line per model (mean over seeds)."""
+    """Validation loss against training tokens, one line per model (mean over seeds, the band
+    between the lowest and highest seed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,7 +99,11 @@ def plot(records: list[dict], path: Path) -> None:
             for tokens, loss in r["curve"]:
                 points.setdefault(tokens, []).append(loss)
         xs = sorted(points)
-        ax.plot(xs, [statistics.mean(points[x]) for x in xs], label=f"{m} ({len(by[m])} seed{'s' * (len(by[m]) > 1)})")
+        line, = ax.plot(xs, [statistics.mean(points[x]) for x in xs],
+                        label=f"{m} ({len(by[m])} seed{'s' * (len(by[m]) > 1)})")
+        if len(by[m]) > 1:
+            ax.fill_between(xs, [min(points[x]) for x in xs], [max(points[x]) for x in xs],
+                            color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("training tokens")
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title("Gutenberg, BPE 8K: validation loss while training")
