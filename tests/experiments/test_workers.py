@@ -66,3 +66,37 @@ def test_an_interrupted_cell_gets_no_record_and_stops_the_grid(fresh):
     done = []
     assert run_cells(itemgetter("r"), [{"r": 1}, {"r": 2}], jobs=2, on_done=done.append, fresh=fresh) is True
     assert sorted(done) == [1, 2]
+
+
+def test_the_grid_bar_follows_the_steps_its_workers_log(tmp_path):
+    """Workers train without bars; the parent's bar reads their metrics.jsonl, counting the steps
+    a resumed run had already done, and skips a torn last line."""
+    import json
+    import threading
+
+    from longssm.experiments.workers import last_step, watch_runs
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    (a / "metrics.jsonl").write_text(json.dumps({"step": 30, "loss": 1.0}) + "\n")  # resumed at step 30
+    assert last_step(a) == 30 and last_step(b) == 0
+
+    def worker():
+        b.mkdir()
+        for step in (10, 20):
+            with open(b / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "loss": 1.0}) + "\n" + json.dumps({"step": step, "val_loss": 2.0}) + "\n")
+            time.sleep(0.05)
+        with open(b / "metrics.jsonl", "a") as f:
+            f.write('{"step": 3')  # killed mid-line
+
+    with watch_runs([(a, 50), (b, 40)], "test", every=0.01) as bar:
+        assert (bar.n, bar.total) == (30, 90)
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        deadline = time.time() + 5
+        while bar.n != 50:
+            assert time.time() < deadline, f"the bar stayed at {bar.n}"
+            time.sleep(0.01)
+    assert last_step(b) == 20

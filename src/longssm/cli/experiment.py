@@ -137,7 +137,9 @@ def run_lm_compare(args) -> int:
         out.with_suffix(".md").write_text(report(records, header))
         plot(records, out.with_suffix(".png"))
 
-    records = run_all(cfg, out.with_suffix(".json"), jobs=args.jobs, on_records=outputs)
+    from tqdm.auto import tqdm
+
+    records = run_all(cfg, out.with_suffix(".json"), jobs=args.jobs, progress=tqdm.write, on_records=outputs)
     if records:
         outputs(records)
     print(f"wrote {out}.json ({len(records)} records), {out}.md, {out}.png")
@@ -184,6 +186,8 @@ def run(args) -> int:
         if not Path(src).exists():
             raise FileNotFoundError(f"{src} does not exist (the Gutenberg books live in ../shared/data/gutenberg; "
                                     f"pass --train/--valid)")
-    rows = run_all(cfg, Path(args.out), jobs=args.jobs)
+    from tqdm.auto import tqdm
+
+    rows = run_all(cfg, Path(args.out), jobs=args.jobs, progress=tqdm.write)
     print(f"wrote {args.out}.csv ({len(rows)} rows), {args.out}.png, {args.out}.md")
     return 0

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from longssm.experiments.records import write_atomic
-from longssm.experiments.workers import peak_memory_mb, run_cells
+from longssm.experiments.workers import peak_memory_mb, run_cells, watch_runs
 from longssm.experiments.length_extension_report import plot, report, stats_key, training_stats
 from longssm.models import model_config
 from longssm.models.presets import LENGTH_EXTENSION_MODELS as MODELS
@@ -212,7 +212,10 @@ def run_all(cfg: LengthExtensionConfig, out: Path, *, jobs: int = 1, progress=pr
             progress(f"[{finished}/{len(todo)}] {r['model']} T={r['train_len']} {r['state_init']}: trained "
                      f"{r['train_tokens']:,} tokens in {r['train_seconds']:.0f} s, peak {r['peak_train_mb']:.0f} MB")
 
-        if not run_cells(_child, [(cfg, m, T, i, threads) for m, T, i in todo], jobs=jobs, on_done=done):
+        runs = [(t["out_dir"], t["steps"]) for t in (run_config(cfg, *c)["train"] for c in todo)]
+        with watch_runs(runs, f"length-extension ({len(todo)} runs)"):
+            finished = run_cells(_child, [(cfg, m, T, i, threads) for m, T, i in todo], jobs=jobs, on_done=done)
+        if not finished:
             progress("interrupted: the unfinished runs kept their checkpoints; the same command resumes them")
     elif rows:
         write_atomic(stats_path, json.dumps(stats, indent=1, sort_keys=True) + "\n")

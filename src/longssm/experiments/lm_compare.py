@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from longssm.experiments.records import read_records, update_records
-from longssm.experiments.workers import peak_memory_mb, run_cells
+from longssm.experiments.workers import peak_memory_mb, run_cells, watch_runs
 from longssm.models.presets import LM_COMPARE_MODELS
 
 #: The paper's Table 3 (125M models trained on OpenWebText): validation perplexity.
@@ -228,7 +228,10 @@ def run_all(cfg: LMCompareConfig, out: Path, *, jobs: int = 1, progress=print, o
                      f"val ppl {rec['val_ppl']:.2f} after {rec['train_tokens']:,} tokens "
                      f"({rec['tokens_per_s']:,.0f} tok/s, peak {rec['peak_mb']:.0f} MB)")
 
-        if not run_cells(run_cell, [(cfg, *c, threads) for c in todo], jobs=jobs, on_done=done):
+        runs = [(t["out_dir"], t["steps"]) for t in (run_config(cfg, *c)["train"] for c in todo)]
+        with watch_runs(runs, f"lm-compare {todo[0][0]} ({len(todo)} runs)"):
+            finished = run_cells(run_cell, [(cfg, *c, threads) for c in todo], jobs=jobs, on_done=done)
+        if not finished:
             progress("interrupted: the unfinished cells kept their checkpoints; the same command resumes them")
             break
     return records

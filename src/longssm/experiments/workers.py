@@ -1,11 +1,16 @@
 """Worker processes of the parallel grids die with the process that started them: a grid whose
-parent is killed (SIGKILL, a scheduler's job end) leaves no cells running on their own."""
+parent is killed (SIGKILL, a scheduler's job end) leaves no cells running on their own. The
+parent shows the workers' training as one progress bar read from their run folders."""
 
 from __future__ import annotations
 
 import ctypes
+import json
 import signal
 import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -65,3 +70,46 @@ def peak_memory_mb(key: str = "VmHWM") -> float:
         return torch.cuda.max_memory_allocated() / 2**20
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key + ":"))
+
+
+def last_step(run_dir: str | Path) -> int:
+    """The last training step logged in ``run_dir/metrics.jsonl`` (0 when there is none yet; a line
+    torn by a killed writer is skipped)."""
+    try:
+        lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return 0
+
+
+@contextmanager
+def watch_runs(runs: list[tuple[str | Path, int]], desc: str, *, every: float = 10.0, disable: bool = False):
+    """A progress bar over training runs that workers train without their own bars: ``runs`` is
+    (run folder, steps) per run; every ``every`` seconds the bar moves to the steps logged in the
+    folders' ``metrics.jsonl`` (steps done before a resume count as done), so it shows the whole
+    grid's steps, rate and time left. Print beside it with ``tqdm.write``."""
+    from tqdm.auto import tqdm
+
+    done = lambda: sum(min(last_step(d), steps) for d, steps in runs)  # noqa: E731
+    bar = tqdm(total=sum(steps for _, steps in runs), initial=done(), desc=desc, unit="step",
+               dynamic_ncols=True, disable=disable)
+    stop = threading.Event()
+
+    def poll():
+        while not stop.wait(every):
+            bar.update(max(0, done() - bar.n))
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield bar
+    finally:
+        stop.set()
+        thread.join()
+        bar.update(max(0, done() - bar.n))
+        bar.close()
