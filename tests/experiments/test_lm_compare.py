@@ -45,6 +45,9 @@ def test_the_sweep_comes_first_and_picks_each_models_rate():
     md = report(sweep + finals, "# test")
     assert "| h3 | 2 | 0.003 |" in md and "1.3000 ± 0.1414" in md and "| **1.5000** |" in md
     assert "Ordering here (lowest loss first): h3 < s4d" in md and "it holds (h3 < s4d)" in md
+    assert "h3 < s4d by 0.6000 nats (every seed apart)" in md
+    close = finals + [_rec("final", "s4d", 1e-3, 1, 9, 1.35)]  # s4d's second seed beats h3's worst
+    assert "h3 < s4d by 0.3250 nats (seed ranges overlap)" in report(sweep + close, "# test")
     assert "native" not in md
     finals[0]["backend"] = "native"  # a run made with LONGSSM_BACKEND=native is named as such
     assert "Runs of h3 used the `native` kernel backend" in report(sweep + finals, "# test")

@@ -35,6 +35,18 @@ def ordering(by: dict[str, list[dict]]) -> list[str]:
     return sorted(by, key=lambda m: statistics.mean(r["val_loss"] for r in by[m]))
 
 
+def _gaps(by: dict[str, list[dict]], order: list[str]) -> str:
+    """Each model against the next in the ordering: the gap in mean validation loss, and whether
+    their seeds' losses overlap (a gap inside the seed-to-seed spread is not a ranking)."""
+    parts = []
+    for a, b in zip(order, order[1:]):
+        la, lb = [r["val_loss"] for r in by[a]], [r["val_loss"] for r in by[b]]
+        apart = max(la) < min(lb)
+        parts.append(f"{a} < {b} by {statistics.mean(lb) - statistics.mean(la):.4f} nats "
+                     f"({'every seed apart' if apart else 'seed ranges overlap'})")
+    return "Neighbours in that ordering: " + "; ".join(parts) + "." if parts else ""
+
+
 def report(records: list[dict], header: str) -> str:
     by = _final(records)
     lines = [header, ""]
@@ -55,7 +67,7 @@ def report(records: list[dict], header: str) -> str:
         ours = [m for m in order if m in paper]
         lines += ["", f"Ordering here (lowest loss first): {' < '.join(order)}. The paper's: hybrid < transformer < "
                       f"h3 < s4d; among the models run here it {'holds' if ours == paper else 'does not hold'}"
-                      f" ({' < '.join(ours)}).",
+                      f" ({' < '.join(ours)}).", "", _gaps(by, order),
                   "", "Mean ± standard deviation over seeds; validation: zero-state windows of the training length "
                       "on the validation books; tokens/s: the run's training throughput (median of its 10-step logging "
                       "intervals, so pauses and evaluations do not count) on its torch threads "
