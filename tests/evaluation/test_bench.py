@@ -36,8 +36,30 @@ def test_train_suite_measures_both_groups(tmp_path):
     result = bench_train.run(bench_train.TrainBenchConfig.quick(), tmp_path / "t.json", progress=lambda *_: None)
     assert result["skipped"] == {}
     assert {r["contender"] for r in result["records"]} == set(bench_train.MAMBA_GROUP + bench_train.ATTENTION_GROUP)
-    assert all(r["tokens_per_s"] > 0 for r in result["records"])
-    assert "| mamba / hf-mamba |" in bench_train.markdown(result)
+    assert all(r["tokens_per_s"] > 0 and r["x_matmul_floor"] > 0 for r in result["records"])
+    assert result["machine"]["matmul_gflops"] > 0
+    md = bench_train.markdown(result)
+    assert "| mamba / hf-mamba |" in md and "over its matrix-product floor" in md
+
+
+def test_the_training_floor_counts_a_steps_matrix_products_forward_and_backward():
+    """A head over an embedding: forward N x d x V multiply-adds, backward twice that (the input's
+    and the weight's gradients); the embedding's backward is not a matrix product."""
+    V, d, batch, L = 50, 8, 3, 7
+    emb, head = torch.nn.Embedding(V, d), torch.nn.Linear(d, V, bias=False)
+    ids = torch.randint(0, V, (batch, L + 1))
+    assert bench_train.matmul_flops(lambda x: head(emb(x)), ids) == 6 * batch * L * d * V
+
+
+def test_the_training_floor_counts_cpu_attention():
+    """PyTorch's FlopCounterMode has no formula for the CPU attention kernel; ours: Q K^T and P V
+    forward, twice that backward."""
+    batch, L, D, V = 2, 6, 4, 5
+    q, k = torch.randn(batch, 1, L, D, requires_grad=True), torch.randn(batch, 1, L, D, requires_grad=True)
+    v = torch.randn(batch, 1, L, V, requires_grad=True)
+    attend = lambda x: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)[:, 0]  # noqa: E731
+    ids = torch.randint(0, V, (batch, L + 1))
+    assert bench_train.matmul_flops(attend, ids) == 3 * 2 * batch * L * L * (D + V)
 
 
 def test_eval_suite_reports_streaming_against_zero(tmp_path):

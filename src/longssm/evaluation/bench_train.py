@@ -84,12 +84,52 @@ def _ids(cfg: TrainBenchConfig, L: int) -> torch.Tensor:
     return torch.randint(0, cfg.vocab, (max(1, cfg.tokens_per_step // L), L + 1), generator=torch.Generator().manual_seed(0))
 
 
+def _attention_flops(q, k, v, *_, out_shape=None, **__) -> int:
+    """Q K^T and P V of attention over (batch, heads, L, head dim) shapes, every query against every
+    key (as PyTorch counts its other attention kernels: causal masking is not subtracted)."""
+    return 2 * q[0] * q[1] * q[2] * k[2] * (q[3] + v[3])
+
+
+def _attention_backward_flops(grad_out, q, k, v, *_, out_shape=None, **__) -> int:
+    """dV, dP, dQ and dK: twice the forward's products (a recomputation of P is not counted)."""
+    return 2 * _attention_flops(q, k, v)
+
+
+def matmul_flops(fn, ids: torch.Tensor) -> int:
+    """The matrix-product FLOPs of one training step (forward and backward: mm, addmm, bmm and
+    attention's fused products), counted by PyTorch's FlopCounterMode while the step runs. FFTs,
+    scans, convolutions and elementwise work are left out: this is the work a step cannot avoid."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    aten = torch.ops.aten
+    with FlopCounterMode(display=False, custom_mapping={  # CPU attention, which PyTorch does not count
+            aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: _attention_backward_flops}) as counter:
+        train_step(fn, ids)
+    return sum(n for op, n in counter.get_flop_counts()["Global"].items()
+               if "mm" in str(op) or "scaled_dot_product" in str(op))
+
+
+def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matrix-product rate (FLOP/s) on torch's threads: the median of
+    ``repeats`` products of two n x n matrices."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / sorted(times)[len(times) // 2]
+
+
 def measure(name: str, cfg: TrainBenchConfig, L: int) -> dict:
     """In this process: build contender ``name``, two warm-up steps (the first steps allocate the
-    buffers a step reuses), then ``repeats`` timed steps."""
+    buffers a step reuses; the first also counts the step's matrix-product FLOPs), then
+    ``repeats`` timed steps."""
     fn, ids = build(name, cfg), _ids(cfg, L)
-    for _ in range(2):
-        train_step(fn, ids)
+    flops = matmul_flops(fn, ids)
+    train_step(fn, ids)
     times = []
     for _ in range(cfg.repeats):
         t0 = time.perf_counter()
@@ -97,7 +137,7 @@ def measure(name: str, cfg: TrainBenchConfig, L: int) -> dict:
         times.append(time.perf_counter() - t0)
     with open("/proc/self/status") as f:
         peak = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
-    return {"step_s": sorted(times)[len(times) // 2], "batch": ids.shape[0], "peak_mb": peak}
+    return {"step_s": sorted(times)[len(times) // 2], "batch": ids.shape[0], "peak_mb": peak, "matmul_flops": flops}
 
 
 def measure_in_subprocess(name: str, cfg: TrainBenchConfig, L: int) -> dict | None:
@@ -122,7 +162,11 @@ def run(cfg: TrainBenchConfig, out: Path | None, contenders=MAMBA_GROUP + ATTENT
     unknown = sorted(set(contenders) - set(MAMBA_GROUP + ATTENTION_GROUP))
     if unknown:
         raise ValueError(f"unknown contender(s) {unknown}; expected some of {', '.join(MAMBA_GROUP + ATTENTION_GROUP)}")
-    result = {"machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor()},
+    threads = torch.get_num_threads()
+    rate = matmul_rate()
+    progress(f"float32 matrix products on {threads} threads: {rate / 1e9:,.0f} GFLOP/s (the floors' rate)")
+    result = {"machine": {"torch": torch.__version__, "threads": threads, "cpu": platform.processor(),
+                          "matmul_gflops": round(rate / 1e9, 1)},
               "config": {**cfg.__dict__, "lengths": list(cfg.lengths)}, "records": [], "skipped": {}}
     for name in (c for c in MAMBA_GROUP + ATTENTION_GROUP if c in contenders):
         try:
@@ -138,10 +182,11 @@ def run(cfg: TrainBenchConfig, out: Path | None, contenders=MAMBA_GROUP + ATTENT
                 progress(f"L={L:>6} {name:<12} over {cfg.timeout_s:.0f} s: longer lengths skipped")
                 break
             rec = {"contender": name, "L": L, "batch": m["batch"], "tokens_per_s": m["batch"] * L / m["step_s"],
-                   "step_s": m["step_s"], "peak_mb": m["peak_mb"]}
+                   "step_s": m["step_s"], "peak_mb": m["peak_mb"], "matmul_gflop": round(m["matmul_flops"] / 1e9, 2),
+                   "x_matmul_floor": m["step_s"] / (m["matmul_flops"] / rate)}
             result["records"].append(rec)
             progress(f"L={L:>6} {name:<12} {rec['tokens_per_s']:10,.0f} tokens/s  ({m['step_s']:.2f} s/step, "
-                     f"peak {m['peak_mb']:,.0f} MB)")
+                     f"{rec['x_matmul_floor']:.1f}x its matmul floor, peak {m['peak_mb']:,.0f} MB)")
             if out is not None:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(result, indent=1) + "\n")
@@ -163,6 +208,13 @@ def markdown(result: dict) -> str:
              "| contender | " + " | ".join(f"L = {L:,} (batch {recs[next(n for n in names if (n, L) in recs), L]['batch']})"
                                          for L in lengths) + " |", "|---|" + "---:|" * len(lengths)]
     lines += [f"| {n} | " + " | ".join(cell(recs.get((n, L))) for L in lengths) + " |" for n in names]
+    if all("x_matmul_floor" in r for r in result["records"]):
+        rate = result["machine"]["matmul_gflops"]
+        lines += ["", f"Step time over its matrix-product floor (the step's mm/bmm/attention FLOPs at this machine's "
+                      f"{rate:,.0f} GFLOP/s float32 matrix-product rate, measured in the same run):", "",
+                  "| contender | " + " | ".join(f"L = {L:,}" for L in lengths) + " |", "|---|" + "---:|" * len(lengths)]
+        floor = lambda r: "—" if r is None else f"{r['x_matmul_floor']:.2f}x ({r['matmul_gflop']:,.0f} GFLOP)"
+        lines += [f"| {n} | " + " | ".join(floor(recs.get((n, L))) for L in lengths) + " |" for n in names]
     lines += ["", "Ratios (ours / peer, tokens/s):", "", "| pair | " + " | ".join(f"L = {L:,}" for L in lengths) + " |",
               "|---|" + "---:|" * len(lengths)]
     for a, b in RATIOS:
