@@ -53,13 +53,16 @@ def test_the_training_floor_counts_a_steps_matrix_products_forward_and_backward(
 
 def test_the_training_floor_counts_cpu_attention():
     """PyTorch's FlopCounterMode has no formula for the CPU attention kernel; ours: Q K^T and P V
-    forward, twice that backward."""
-    batch, L, D, V = 2, 6, 4, 5
+    over the L (L + 1) / 2 causal pairs forward, twice that backward."""
+    batch, L, D, V = 2, 6, 4, 4  # equal head dims: the fused CPU kernel (else PyTorch's math path, in bmm's)
     q, k = torch.randn(batch, 1, L, D, requires_grad=True), torch.randn(batch, 1, L, D, requires_grad=True)
     v = torch.randn(batch, 1, L, V, requires_grad=True)
     attend = lambda x: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)[:, 0]  # noqa: E731
     ids = torch.randint(0, V, (batch, L + 1))
-    assert bench_train.matmul_flops(attend, ids) == 3 * 2 * batch * L * L * (D + V)
+    assert bench_train.matmul_flops(attend, ids) == 3 * 2 * batch * (L * (L + 1) // 2) * (D + V)
+    assert bench_train._attention_flops((1, 1, 3, D), (1, 1, 5, D), (1, 1, 5, V), 0.0, True) == 2 * 6 * (D + V)
+    assert bench_train._attention_flops((1, 1, 5, D), (1, 1, 3, D), (1, 1, 3, V), 0.0, True) == 2 * 12 * (D + V)
+    assert bench_train._attention_flops((1, 1, 5, D), (1, 1, 3, D), (1, 1, 3, V)) == 2 * 15 * (D + V)
 
 
 def test_eval_suite_reports_streaming_against_zero(tmp_path):

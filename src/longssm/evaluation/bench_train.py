@@ -84,15 +84,21 @@ def _ids(cfg: TrainBenchConfig, L: int) -> torch.Tensor:
     return torch.randint(0, cfg.vocab, (max(1, cfg.tokens_per_step // L), L + 1), generator=torch.Generator().manual_seed(0))
 
 
-def _attention_flops(q, k, v, *_, out_shape=None, **__) -> int:
-    """Q K^T and P V of attention over (batch, heads, L, head dim) shapes, every query against every
-    key (as PyTorch counts its other attention kernels: causal masking is not subtracted)."""
-    return 2 * q[0] * q[1] * q[2] * k[2] * (q[3] + v[3])
+def _attention_flops(q, k, v, dropout_p=0.0, is_causal=False, *_, out_shape=None, **__) -> int:
+    """Q K^T and P V of attention over (batch, heads, L, head dim) shapes, for the (query, key)
+    pairs it needs: with ``is_causal`` only keys at or before the query (PyTorch's own formulas for
+    its GPU kernels count every pair)."""
+    Lq, Lk = q[2], k[2]
+    pairs = Lq * Lk
+    if is_causal:  # query i sees keys 0..i (top-left aligned, as PyTorch's is_causal)
+        pairs = Lq * (Lq + 1) // 2 if Lq <= Lk else Lk * (Lk + 1) // 2 + (Lq - Lk) * Lk
+    return 2 * q[0] * q[1] * pairs * (q[3] + v[3])
 
 
-def _attention_backward_flops(grad_out, q, k, v, *_, out_shape=None, **__) -> int:
+def _attention_backward_flops(grad_out, q, k, v, out, logsumexp, dropout_p=0.0, is_causal=False, *_,
+                              out_shape=None, **__) -> int:
     """dV, dP, dQ and dK: twice the forward's products (a recomputation of P is not counted)."""
-    return 2 * _attention_flops(q, k, v)
+    return 2 * _attention_flops(q, k, v, dropout_p, is_causal)
 
 
 def matmul_flops(fn, ids: torch.Tensor) -> int:
