@@ -130,11 +130,11 @@ def _jobs(args, grid: dict, commit: str, base, configured: set) -> list[tuple]:
     unknown = [m for m in args.model or [] if m not in SYNTHETIC_MODELS]
     if unknown:
         raise ValueError(f"unknown --model {', '.join(unknown)}; expected some of {', '.join(SYNTHETIC_MODELS)}")
-    given = lambda v: [] if v is None else v if isinstance(v, list) else [v]
-    for flag, values, least in (("--jobs", given(args.jobs), 1), ("--max-epochs", given(args.max_epochs), 1),
-                                ("--plateau", given(args.plateau), 0), ("--d-model", given(args.d_model), 1),
-                                ("--seq-len", given(args.seq_len), 1), ("--pairs", given(args.pairs), 1),
-                                ("--train-examples", given(args.train_examples), 1), ("--vocab", given(args.vocab), 1)):
+    for flag, values, least in (("--jobs", [args.jobs], 1), ("--max-epochs", [args.max_epochs], 1),
+                                ("--plateau", [args.plateau], 0), ("--train-examples", [args.train_examples], 1),
+                                ("--vocab", [args.vocab], 1), ("--d-model", args.d_model, 1),
+                                ("--seq-len", args.seq_len, 1), ("--pairs", args.pairs, 1)):
+        values = [v for v in values or [] if v is not None]  # None: not given
         if any(v < least for v in values):
             raise ValueError(f"{flag} must be >= {least}, got {' '.join(map(str, values))}")
     seq_lens = args.seq_len or MQAR["seq_lens"]
