@@ -96,8 +96,10 @@ def watch_runs(runs: list[tuple[str | Path, int]], desc: str, *, every: float = 
     from tqdm.auto import tqdm
 
     done = lambda: sum(min(last_step(d), steps) for d, steps in runs)  # noqa: E731
+    # smoothing=0: the rate since the start, not a moving average of polls that each see 0 or a
+    # few logged steps (runs log every 10 steps), so the time left does not jump with every poll
     bar = tqdm(total=sum(steps for _, steps in runs), initial=done(), desc=desc, unit="step",
-               dynamic_ncols=True, disable=disable)
+               dynamic_ncols=True, disable=disable, smoothing=0)
     stop = threading.Event()
 
     def poll():
