@@ -49,6 +49,18 @@ def test_killing_a_grid_stops_its_workers(tmp_path):
         time.sleep(0.5)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_worker_whose_parent_died_before_it_asked_stops_itself():
+    """A parent killed between spawning a worker and the worker's prctl sends no signal (seen under
+    load: two orphans waited on their task queue); the worker checks its parent after asking."""
+    ask = "import os, time; from longssm.experiments.workers import die_with_parent; die_with_parent({}); "
+    orphan = subprocess.run([sys.executable, "-c", ask.format("os.getppid() + 1") + "time.sleep(60)"], timeout=50)
+    assert orphan.returncode == -signal.SIGTERM
+    child = subprocess.run([sys.executable, "-c", ask.format("os.getppid()") + "print('running')"], timeout=50,
+                           capture_output=True, text=True)
+    assert child.returncode == 0 and child.stdout == "running\n"
+
+
 @pytest.mark.parametrize("fresh", [True, False], ids=["spawned", "in-process"])
 def test_an_interrupted_cell_gets_no_record_and_stops_the_grid(fresh):
     """A cell returns None when its training was interrupted (it saved a checkpoint): that is not a

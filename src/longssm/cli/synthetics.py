@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 
 from tqdm import tqdm
@@ -205,8 +206,9 @@ def run(args) -> int:
         from longssm.experiments.workers import die_with_parent
 
         manager = SyncManager(ctx=ctx)
-        manager.start(die_with_parent)  # the epoch queue's server process, which must not outlive us
-        with manager, ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=die_with_parent) as pool:
+        manager.start(die_with_parent, (os.getpid(),))  # the epoch queue's server, which must not outlive us
+        with manager, ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=die_with_parent,
+                                          initargs=(os.getpid(),)) as pool:
             epochs = manager.Queue()
             futures = {pool.submit(_cell, (*job, (epochs, i))): i for i, job in enumerate(jobs)}
             pending = set(futures)

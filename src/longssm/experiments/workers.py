@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import sys
 import threading
@@ -15,11 +16,15 @@ from pathlib import Path
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to send this process SIGTERM when its parent exits (Linux; elsewhere the
-    workers end when their task queue breaks)."""
+def die_with_parent(parent: int) -> None:
+    """Ask the kernel to send this process SIGTERM when its parent (pid ``parent``, which started
+    it) exits (Linux; elsewhere the workers end when their task queue breaks). A parent that died
+    before this ran sent nothing, so that is checked after the request: such an orphan would
+    otherwise wait on its task queue forever (it holds the queue's write end itself)."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_cells(fn, jobs_args: list, *, jobs: int = 1, on_done=None, fresh: bool = True) -> bool:
@@ -44,7 +49,7 @@ def run_cells(fn, jobs_args: list, *, jobs: int = 1, on_done=None, fresh: bool =
 
     ctx = multiprocessing.get_context("spawn")
     finished, todo, running = True, list(jobs_args), set()
-    with ProcessPoolExecutor(max(1, jobs), mp_context=ctx, initializer=die_with_parent,
+    with ProcessPoolExecutor(max(1, jobs), mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),),
                              max_tasks_per_child=1 if fresh else None) as pool:
         # at most `jobs` cells submitted at a time: the executor moves submitted calls into its own
         # queue, where cancel() no longer reaches them, so an interrupted grid would start them anyway
