@@ -44,7 +44,7 @@ def _gaps(by: dict[str, list[dict]], order: list[str]) -> str:
         apart = max(la) < min(lb)
         parts.append(f"{a} < {b} by {statistics.mean(lb) - statistics.mean(la):.4f} nats "
                      f"({'every seed apart' if apart else 'seed ranges overlap'})")
-    return "Neighbours in that ordering: " + "; ".join(parts) + "." if parts else ""
+    return "Neighbours in that ordering: " + "; ".join(parts) + "."
 
 
 def report(records: list[dict], header: str) -> str:
@@ -65,10 +65,13 @@ def report(records: list[dict], header: str) -> str:
         order = ordering(by)
         paper = [m for m in ("hybrid", "transformer", "h3", "s4d") if m in by]
         ours = [m for m in order if m in paper]
+        verdict = (f"among the models run here it {'holds' if ours == paper else 'does not hold'} ({' < '.join(ours)})"
+                   if len(ours) > 1 else "too few of its models have final runs yet to compare")
         lines += ["", f"Ordering here (lowest loss first): {' < '.join(order)}. The paper's: hybrid < transformer < "
-                      f"h3 < s4d; among the models run here it {'holds' if ours == paper else 'does not hold'}"
-                      f" ({' < '.join(ours)}).", "", _gaps(by, order),
-                  "", "Mean ± standard deviation over seeds; validation: zero-state windows of the training length "
+                      f"h3 < s4d; {verdict}."]
+        if len(order) > 1:
+            lines += ["", _gaps(by, order)]
+        lines += ["", "Mean ± standard deviation over seeds; validation: zero-state windows of the training length "
                       "on the validation books; tokens/s: the run's training throughput (median of its 10-step logging "
                       "intervals, so pauses and evaluations do not count) on its torch threads "
                       f"({by[order[0]][0].get('threads', '?')} per run) while other runs shared the machine, so not a "
