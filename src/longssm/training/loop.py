@@ -96,9 +96,12 @@ def train(run: RunConfig, *, resume: bool | str = False, overwrite: bool = False
     s = setup(run, log)
     start, states = restore(s, log) if resume else (0, [None] * run.train.accumulate)
     try:
-        return run_steps(s, start, states, progress, log)
-    finally:
-        s.dist.close()
+        result = run_steps(s, start, states, progress, log)
+    except BaseException:
+        s.dist.close(orderly=False)  # a peer may have failed too: do not wait for it
+        raise
+    s.dist.close()
+    return result
 
 
 def new_run_dir(run: RunConfig) -> str:
