@@ -93,7 +93,7 @@ def last_step(run_dir: str | Path) -> int:
 
 
 @contextmanager
-def watch_runs(runs: list[tuple[str | Path, int]], desc: str, *, every: float = 10.0, disable: bool = False):
+def watch_runs(runs: list[tuple[str | Path, int]], desc: str, *, every: float = 10.0):
     """A progress bar over training runs that workers train without their own bars: ``runs`` is
     (run folder, steps) per run; every ``every`` seconds the bar moves to the steps logged in the
     folders' ``metrics.jsonl`` (steps done before a resume count as done), so it shows the whole
@@ -104,7 +104,7 @@ def watch_runs(runs: list[tuple[str | Path, int]], desc: str, *, every: float = 
     # smoothing=0: the rate since the start, not a moving average of polls that each see 0 or a
     # few logged steps (runs log every 10 steps), so the time left does not jump with every poll
     bar = tqdm(total=sum(steps for _, steps in runs), initial=done(), desc=desc, unit="step",
-               dynamic_ncols=True, disable=disable, smoothing=0)
+               dynamic_ncols=True, smoothing=0)
     stop = threading.Event()
 
     def poll():
