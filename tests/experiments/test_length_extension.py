@@ -125,3 +125,19 @@ def test_run_all_keeps_finished_runs(tmp_path):
     (other / "c.txt").write_text("other validation text " * 50)
     with pytest.raises(ValueError, match="holds runs on other data"):
         run_all(dataclasses.replace(cfg, valid=(str(other),)), out, progress=lambda *_: None)
+
+
+def test_two_commands_on_one_out_keep_each_others_runs(tmp_path):
+    """Each finished run is merged into the files as they are now, not into the command's own
+    copy from start-up: a second command on the same --out loses none of the first one's runs."""
+    from longssm.experiments.length_extension import merge_results, read_stats, stats_file
+
+    out, cfg = tmp_path / "le", LengthExtensionConfig(models=("h3",), train_lens=(16,), eval_lens=(16, 256, 4096))
+    zero = [r for r in _rows() if r["state_init"] == "zero"]
+    previous = [r for r in _rows() if r["state_init"] == "previous"]
+    st = {"final_loss": 1.0, "max_grad_norm": 0.5, "spikes": 0}
+    merge_results(out, zero, {"h3/zero/16": st}, cfg)  # command A finishes a run
+    merged = merge_results(out, previous, {"h3/previous/16": st}, cfg)  # then command B, started before it
+    assert len(merged) == 18 and read_rows(out.with_suffix(".csv")) == merged
+    assert set(read_stats(stats_file(out))) == {"h3/zero/16", "h3/previous/16"}
+    assert merge_results(out, [dict(zero[0], loss=9.0)], {}, cfg)[:18] == merged  # a finished row is not replaced

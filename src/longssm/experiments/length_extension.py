@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from longssm.experiments.records import write_atomic
+from longssm.experiments.records import folder_lock, write_atomic
 from longssm.experiments.workers import peak_memory_mb, run_cells, watch_runs
 from longssm.experiments.length_extension_report import plot, report, stats_key, training_stats
 from longssm.models import model_config
@@ -192,9 +192,8 @@ def run_all(cfg: LengthExtensionConfig, out: Path, *, jobs: int = 1, progress=pr
     if rows and stats.get("data") not in (None, described):
         raise ValueError(f"{csv_path} holds runs on other data ({stats['data']['valid']}); "
                          f"give another --out for this data")
-    stats["data"] = described
-    done = {(r["model"], r["train_len"], r["state_init"]) for r in rows}
-    todo = [(m, T, i) for m in cfg.models for T in cfg.train_lens for i in cfg.state_inits if (m, T, i) not in done]
+    have = {(r["model"], r["train_len"], r["state_init"]) for r in rows}
+    todo = [(m, T, i) for m in cfg.models for T in cfg.train_lens for i in cfg.state_inits if (m, T, i) not in have]
     todo.sort(key=lambda r: (r[1], r[2] != "previous"))  # slowest first (short T, carried states)
     if todo:
         threads = max(1, (multiprocessing.cpu_count() // max(1, jobs)))
@@ -203,12 +202,9 @@ def run_all(cfg: LengthExtensionConfig, out: Path, *, jobs: int = 1, progress=pr
         def done(new):
             nonlocal rows, finished
             r, finished = new[0], finished + 1
-            rows += new
-            write_rows(csv_path, rows)
             run_dir = Path(cfg.runs_dir) / f"{r['model']}-T{r['train_len']}-{r['state_init']}"
-            stats[stats_key(r["model"], r["state_init"], r["train_len"])] = training_stats(run_dir / "metrics.jsonl")
-            write_atomic(stats_path, json.dumps(stats, indent=1, sort_keys=True) + "\n")
-            _write_outputs(rows, stats, cfg, out)
+            key = stats_key(r["model"], r["state_init"], r["train_len"])
+            rows = merge_results(out, new, {"data": described, key: training_stats(run_dir / "metrics.jsonl")}, cfg)
             progress(f"[{finished}/{len(todo)}] {r['model']} T={r['train_len']} {r['state_init']}: trained "
                      f"{r['train_tokens']:,} tokens in {r['train_seconds']:.0f} s, peak {r['peak_train_mb']:.0f} MB")
 
@@ -218,7 +214,21 @@ def run_all(cfg: LengthExtensionConfig, out: Path, *, jobs: int = 1, progress=pr
         if not finished:
             progress("interrupted: the unfinished runs kept their checkpoints; the same command resumes them")
     elif rows:
+        rows = merge_results(out, [], {"data": described}, cfg)
+    return rows
+
+
+def merge_results(out: Path, rows: list[dict], stats: dict, cfg: LengthExtensionConfig) -> list[dict]:
+    """Add ``rows`` and ``stats`` entries to OUT.csv and its stats file, read again under the folder's
+    lock (another command's runs since this one started are kept), then rewrite the plot and report
+    from the merged rows. Returns the merged rows."""
+    csv_path, stats_path = out.with_suffix(".csv"), stats_file(out)
+    with folder_lock(out):
+        rows = read_rows(csv_path) + rows  # the first of duplicates is kept: finished rows stay
+        write_rows(csv_path, rows)
+        stats = read_stats(stats_path) | stats
         write_atomic(stats_path, json.dumps(stats, indent=1, sort_keys=True) + "\n")
+        rows = read_rows(csv_path)
         _write_outputs(rows, stats, cfg, out)
     return rows
 

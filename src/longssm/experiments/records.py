@@ -7,7 +7,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -39,13 +40,21 @@ def update_records(path: str | Path, new: list[dict], merge: Callable[[list[dict
     """Merge ``new`` into the records file ``path`` and return the merged list. The file is read again
     under an exclusive lock on its folder, so the records another command wrote since this one
     started are kept, not overwritten by this command's older copy."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
+    with folder_lock(path):
+        records = merge(load(Path(path)), new)
+        write_atomic(path, json.dumps(records, indent=1) + "\n")
+    return records
+
+
+@contextmanager
+def folder_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder of ``path`` (created if missing): the results files in
+    one folder are read, merged and rewritten by one command at a time."""
+    parent = Path(path).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(parent, os.O_RDONLY)
     try:
         fcntl.flock(folder, fcntl.LOCK_EX)
-        records = merge(load(path), new)
-        write_atomic(path, json.dumps(records, indent=1) + "\n")
+        yield
     finally:
         os.close(folder)  # releases the lock
-    return records
