@@ -3,11 +3,13 @@ finished cells are kept, and the report reads the numbers it is given."""
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
 
-from longssm.experiments.lm_compare import LMCompareConfig, best_lrs, plan, run_all, training_rate, validate
+from longssm.experiments.lm_compare import (LMCompareConfig, best_lrs, plan, run_all, run_config, run_order,
+                                             training_rate, validate)
 from longssm.experiments.lm_compare_report import plot, report
 from longssm.models import LanguageModel, count_parameters
 from longssm.models.presets import LM_COMPARE_MODELS, lm_compare_config
@@ -28,6 +30,16 @@ def _rec(phase, model, lr, seed, steps, loss):
     return {"phase": phase, "model": model, "lr": lr, "seed": seed, "steps": steps, "val_loss": loss,
             "val_ppl": 2.718 ** loss, "params": 10, "non_embedding_params": 5, "train_tokens": steps * 64,
             "tokens_per_s": 100.0, "peak_mb": 50.0, "curve": [[64, loss + 1], [steps * 64, loss]]}
+
+
+def test_started_runs_go_first_then_seed_by_seed_with_mamba_first(tmp_path):
+    cfg = LMCompareConfig(models=("h3", "mamba"), seeds=(0, 1), runs_dir=str(tmp_path))
+    cells = [("final", m, 1e-3, s) for m in ("h3", "mamba") for s in (0, 1)]
+    assert run_order(cfg, cells) == [cells[2], cells[0], cells[3], cells[1]]
+    started = Path(run_config(cfg, *cells[1])["train"]["out_dir"]) / "checkpoints"
+    started.mkdir(parents=True)
+    (started / "latest").write_text("step_0000010")
+    assert run_order(cfg, cells) == [cells[1], cells[2], cells[0], cells[3]]
 
 
 def test_the_sweep_comes_first_and_picks_each_models_rate():

@@ -188,6 +188,16 @@ def plan(cfg: LMCompareConfig, records: list[dict]) -> list[tuple]:
     return missing([("final", m, lrs[m], s) for m in cfg.models for s in cfg.seeds], cfg.steps)
 
 
+def run_order(cfg: LMCompareConfig, cells: list[tuple]) -> list[tuple]:
+    """The order the cells run in: cells with a checkpoint first (finish what was started), then seed
+    by seed, so an unfinished grid has every model at its first seeds rather than some models at all
+    seeds; within a seed the slowest model (Mamba) first, so the grid does not end on one long run."""
+    from longssm.models.checkpoint import has_checkpoint
+
+    started = lambda c: has_checkpoint(run_config(cfg, *c)["train"]["out_dir"])  # noqa: E731
+    return sorted(cells, key=lambda c: (not started(c), c[3], c[1] != "mamba"))
+
+
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
     keys = {cell_key(r) for r in new}
     return sorted([r for r in old if cell_key(r) not in keys] + new,
@@ -213,7 +223,7 @@ def run_all(cfg: LMCompareConfig, out: Path, *, jobs: int = 1, progress=print, o
     prepare(cfg, log=progress)
     threads = max(1, multiprocessing.cpu_count() // max(1, jobs))
     for _ in range(2):  # the sweep, then the final runs it picks the rates for
-        todo = sorted(plan(cfg, records), key=lambda c: c[1] != "mamba")  # the slowest model first
+        todo = run_order(cfg, plan(cfg, records))
         if not todo:
             break
         count = [0]

@@ -118,6 +118,11 @@ def save_model_only(folder: str | Path, model: torch.nn.Module, record: dict[str
     return folder
 
 
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether the run folder has saved a checkpoint (its ``latest`` pointer exists)."""
+    return (Path(run_dir) / "checkpoints" / "latest").exists()
+
+
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder from itself, a run folder, or a checkpoints folder (via ``latest``)."""
     path = Path(path)

@@ -111,8 +111,7 @@ def new_run_dir(run: RunConfig) -> str:
 
 
 def check_run_dir(out: Path, resume: bool | str, overwrite: bool) -> None:
-    has_checkpoint = (out / "checkpoints" / "latest").exists()
-    if resume is True and not has_checkpoint:
+    if resume is True and not ckpt.has_checkpoint(out):
         raise ValueError(f"--resume: {out} holds no checkpoint to continue from")
     if resume:
         return
@@ -157,7 +156,7 @@ def setup(run: RunConfig, log=print) -> Session:
 def restore(s: Session, log=print) -> tuple[int, list]:
     """(step, carried state per micro-batch) of the newest checkpoint, weights, optimiser and RNG
     loaded; (0, no states) when the run has none yet."""
-    if not (s.out / "checkpoints" / "latest").exists():
+    if not ckpt.has_checkpoint(s.out):
         return 0, [None] * s.run.train.accumulate
     path = ckpt.newest_verified(s.out, log=s.dist.log(log))
     record = ckpt.read_record(path)
