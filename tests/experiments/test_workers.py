@@ -82,16 +82,20 @@ def test_an_interrupted_cell_gets_no_record_and_stops_the_grid(fresh):
 
 def test_the_grid_bar_follows_the_steps_its_workers_log(tmp_path):
     """Workers train without bars; the parent's bar reads their metrics.jsonl, counting the steps
-    a resumed run had already done, and skips a torn last line."""
+    a resumed run had already done (up to its checkpoint when it was killed after it), and skips a
+    torn last line."""
     import json
     import threading
 
     from longssm.experiments.workers import last_step, watch_runs
 
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
-    (a / "metrics.jsonl").write_text(json.dumps({"step": 30, "loss": 1.0}) + "\n")  # resumed at step 30
-    assert last_step(a) == 30 and last_step(b) == 0
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for run, logged, saved in ((a, 30, 30), (c, 45, 20)):  # c was killed 25 steps after its checkpoint
+        (run / "checkpoints" / f"step_{saved}").mkdir(parents=True)
+        (run / "checkpoints" / f"step_{saved}" / "record.json").write_text(json.dumps({"step": saved}))
+        (run / "checkpoints" / "latest").write_text(f"step_{saved}")
+        (run / "metrics.jsonl").write_text(json.dumps({"step": logged, "loss": 1.0}) + "\n")
+    assert last_step(a) == 30 and last_step(b) == 0 and last_step(c) == 45
 
     def worker():
         b.mkdir()
@@ -102,13 +106,14 @@ def test_the_grid_bar_follows_the_steps_its_workers_log(tmp_path):
         with open(b / "metrics.jsonl", "a") as f:
             f.write('{"step": 3')  # killed mid-line
 
-    with watch_runs([(a, 50), (b, 40)], "test", every=0.01) as bar:
-        assert (bar.n, bar.total) == (30, 90)
+    with watch_runs([(a, 50), (b, 40), (c, 60)], "test", every=0.01) as bar:
+        assert (bar.n, bar.total) == (50, 150)  # c's steps after its checkpoint will be trained again
         thread = threading.Thread(target=worker)
         thread.start()
         thread.join()
+        (c / "metrics.jsonl").write_text(json.dumps({"step": 30, "loss": 1.0}) + "\n")  # c resumed: cut, then on
         deadline = time.time() + 5
-        while bar.n != 50:
+        while bar.n != 80:
             assert time.time() < deadline, f"the bar stayed at {bar.n}"
             time.sleep(0.01)
     assert last_step(b) == 20

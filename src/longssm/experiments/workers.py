@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,15 +93,30 @@ def last_step(run_dir: str | Path) -> int:
     return 0
 
 
+def steps_kept(run_dir: str | Path, since: float) -> int:
+    """The steps of a run that stand: those logged in its ``metrics.jsonl``, except that a log not
+    written since ``since`` (the grid's start) counts only up to the run's checkpoint. A killed run
+    logged steps past its last checkpoint, which its resume cuts from the log and trains again."""
+    from longssm.models.checkpoint import CheckpointError, find_checkpoint, read_record
+
+    try:
+        if (Path(run_dir) / "metrics.jsonl").stat().st_mtime >= since:
+            return last_step(run_dir)
+        return min(last_step(run_dir), read_record(find_checkpoint(run_dir))["step"])
+    except (OSError, CheckpointError):  # no log yet, or no checkpoint (nothing done stands)
+        return 0
+
+
 @contextmanager
 def watch_runs(runs: list[tuple[str | Path, int]], desc: str, *, every: float = 10.0):
     """A progress bar over training runs that workers train without their own bars: ``runs`` is
     (run folder, steps) per run; every ``every`` seconds the bar moves to the steps logged in the
-    folders' ``metrics.jsonl`` (steps done before a resume count as done), so it shows the whole
-    grid's steps, rate and time left. Print beside it with ``tqdm.write``."""
+    folders' ``metrics.jsonl`` (the steps a resume keeps count as done: :func:`steps_kept`), so it
+    shows the whole grid's steps, rate and time left. Print beside it with ``tqdm.write``."""
     from tqdm.auto import tqdm
 
-    done = lambda: sum(min(last_step(d), steps) for d, steps in runs)  # noqa: E731
+    start = time.time()
+    done = lambda: sum(min(steps_kept(d, start), steps) for d, steps in runs)  # noqa: E731
     # smoothing=0: the rate since the start, not a moving average of polls that each see 0 or a
     # few logged steps (runs log every 10 steps), so the time left does not jump with every poll
     bar = tqdm(total=sum(steps for _, steps in runs), initial=done(), desc=desc, unit="step",
