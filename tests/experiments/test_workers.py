@@ -117,3 +117,11 @@ def test_the_grid_bar_follows_the_steps_its_workers_log(tmp_path):
             assert time.time() < deadline, f"the bar stayed at {bar.n}"
             time.sleep(0.01)
     assert last_step(b) == 20
+
+
+def test_grid_runs_checkpoint_at_most_50_steps_apart():
+    from longssm.experiments.lm_compare import LMCompareConfig, run_config
+    from longssm.experiments.workers import checkpoint_every
+
+    assert [checkpoint_every(n) for n in (3, 120, 1200, 2048)] == [1, 20, 50, 50]
+    assert run_config(LMCompareConfig(), "final", "h3", 1e-3, 0)["train"]["checkpoint_every"] == 50

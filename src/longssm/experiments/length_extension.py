@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from longssm.experiments.records import folder_lock, write_atomic
-from longssm.experiments.workers import peak_memory_mb, run_cells, watch_runs
+from longssm.experiments.workers import checkpoint_every, peak_memory_mb, run_cells, watch_runs
 from longssm.experiments.length_extension_report import plot, report, stats_key, training_stats
 from longssm.models import model_config
 from longssm.models.presets import LENGTH_EXTENSION_MODELS as MODELS
@@ -100,7 +100,7 @@ def run_config(cfg: LengthExtensionConfig, model: str, T: int, init: str) -> dic
                  "cache_dir": f"{cfg.runs_dir}/data"},
         "train": {"steps": cfg.steps, "seq_len": T, "tokens_per_step": cfg.tokens_per_step, "lr": cfg.lr,
                   "warmup_steps": cfg.warmup_steps, "state_init": init, "seed": cfg.seed, "eval_every": 0,
-                  "eval_batches": 2, "checkpoint_every": max(1, cfg.steps // 4), "log_every": 10,
+                  "eval_batches": 2, "checkpoint_every": checkpoint_every(cfg.steps), "log_every": 10,
                   "out_dir": f"{cfg.runs_dir}/{model}-T{T}-{init}"},
     }
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from longssm.experiments.records import read_records, update_records
-from longssm.experiments.workers import peak_memory_mb, run_cells, watch_runs
+from longssm.experiments.workers import checkpoint_every, peak_memory_mb, run_cells, watch_runs
 from longssm.models.presets import LM_COMPARE_MODELS
 
 #: The paper's Table 3 (125M models trained on OpenWebText): validation perplexity.
@@ -108,7 +108,7 @@ def run_config(cfg: LMCompareConfig, phase: str, model: str, lr: float, seed: in
     return {"model": fields, "data": _data(cfg),
             "train": {"steps": steps, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "lr": lr,
                       "warmup_steps": min(cfg.warmup_steps, steps // 10), "seed": seed,
-                      "eval_every": cfg.eval_every, "eval_batches": 4, "checkpoint_every": max(1, steps // 6),
+                      "eval_every": cfg.eval_every, "eval_batches": 4, "checkpoint_every": checkpoint_every(steps),
                       "log_every": 10, "out_dir": f"{cfg.runs_dir}/{cell_name(phase, model, lr, seed, steps)}"}}
 
 
