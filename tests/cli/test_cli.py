@@ -38,10 +38,11 @@ def test_unknown_suite_is_an_error(capsys):
 def test_bench_quick_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "kernels", "--quick", "--repeats", "1", "--warmup", "1", "--out", str(out),
-                 "--contenders", "fftconv", "scan", "scan-compile", "scan-native"]) == 0
+                 "--contenders", "fftconv", "scan", "scan-compile", "scan-native", "scan-step-native"]) == 0
     data = json.loads(out.read_text())
     cases = [r["case"].split(" vs ")[0] for r in data["records"]]
-    assert cases == ["fftconv", "selective_scan", "selective_scan (compile backend)", "selective_scan (native backend)"]
+    assert cases == ["fftconv", "selective_scan", "selective_scan (compile backend)", "selective_scan (native backend)",
+                     "selective scan decoding step, native"]
     for r in data["records"]:
         assert r["ours_s"] > 0 and r["baseline_s"] > 0 and r["ratio"] == pytest.approx(r["baseline_s"] / r["ours_s"])
     assert data["meta"]["matmul_flops"] > 0 and data["meta"]["config"]["repeats"] == 1

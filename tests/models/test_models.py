@@ -35,9 +35,12 @@ def test_unknown_preset_and_config_errors():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
+@pytest.mark.parametrize("backend", ["auto", "native"])
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_forward_equals_steps_and_chunks(kind):
-    model = small_model(kind).double()
+def test_forward_equals_steps_and_chunks(kind, backend):
+    """The state contract in float64; with the native backend the selective scan, its decoding step
+    and the decoding projections are the C++ kernels."""
+    model = small_model(kind, backend=backend).double()
     ids = torch.randint(0, 11, (2, 9))
     logits, state = model(ids)
     s = model.init_state(2, dtype=torch.float64)

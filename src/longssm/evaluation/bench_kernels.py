@@ -35,6 +35,7 @@ class BenchConfig:
     scan_d_inner: int = 512
     scan_d_state: int = 16
     scan_len: int = 4096
+    step_d_inner: int = 1536  # decoding step case: mamba-130m's d_inner, batch 1
     memory_len: int = 1_048_576  # state-passing memory case
     memory_channels: int = 256
     warmup: int = 3
@@ -43,7 +44,7 @@ class BenchConfig:
     @classmethod
     def quick(cls) -> "BenchConfig":
         return cls(d_model=64, kernel_len=256, fft_len=512, layer_lens=(256,), scan_d_inner=32,
-                   scan_len=256, memory_len=16384, memory_channels=16, warmup=1, repeats=3)
+                   scan_len=256, step_d_inner=32, memory_len=16384, memory_channels=16, warmup=1, repeats=3)
 
 
 def median_times(*fns, warmup: int, repeats: int) -> list[float]:
@@ -164,6 +165,33 @@ def bench_selective_scan(cfg, peak, backend="auto"):
                    flops=20.0 * Dm * N * L, nbytes=4.0 * (8 * Dm * L + 6 * N * L), forward_s=fwd)
 
 
+def bench_scan_step(cfg, peak, calls: int = 200):
+    """One decoding step of the selective SSM (softplus, state update, readout, skip, gate; batch 1)
+    as the native backend's single C++ call against the PyTorch step (about twenty small ops); per
+    call, timed over ``calls`` calls. A 24-layer model makes 24 per token."""
+    from longssm.kernels.selective_scan import selective_scan_step
+
+    Dm, N = cfg.step_d_inner, cfg.scan_d_state
+    torch.manual_seed(0)
+    u, dt, z, bias, D = (torch.randn(1, Dm), torch.randn(1, Dm), torch.randn(1, Dm), torch.randn(Dm),
+                         torch.randn(Dm))
+    A, B, C, state = -torch.rand(Dm, N) * 4, torch.randn(1, N), torch.randn(1, N), torch.randn(1, Dm, N)
+    args, kw = (u, dt, A, B, C, state, D, z, bias), dict(delta_softplus=True)
+    native = get_op("selective_scan_step", "native")
+
+    def repeat(fn):
+        def run():
+            for _ in range(calls):
+                fn(*args, **kw)
+        return run
+
+    with torch.no_grad():
+        ours, base = median_times(repeat(native), repeat(selective_scan_step), warmup=cfg.warmup,
+                                  repeats=cfg.repeats)
+    return _record(f"selective scan decoding step, native vs PyTorch, batch 1, D={Dm}, N={N}", ours / calls,
+                   base / calls, None, peak, nbytes=4.0 * (2 * Dm * N + 6 * Dm + 3 * N))
+
+
 _MEMORY_CHILD = r"""
 import json, sys, time, torch
 from longssm.kernels import discretize, s4d_init_A, ssm_conv, ssm_kernel
@@ -213,7 +241,7 @@ def bench_state_passing_memory(cfg, peak):
 
 def case_names(cfg: BenchConfig) -> list[str]:
     return (["s4d-kernel", "fftconv"] + [f"h3-attention-{L}" for L in cfg.layer_lens]
-            + ["scan", "scan-compile", "scan-native", "state-passing"])
+            + ["scan", "scan-compile", "scan-native", "scan-step-native", "state-passing"])
 
 
 def run(cfg: BenchConfig, out: Path | None, progress=print, only: tuple[str, ...] = ()) -> list[dict]:
@@ -226,7 +254,7 @@ def run(cfg: BenchConfig, out: Path | None, progress=print, only: tuple[str, ...
     make = [lambda: bench_s4d_kernel(cfg, peak), lambda: bench_fftconv(cfg, peak)]
     make += [lambda L=L: bench_h3_vs_attention(cfg, peak, L) for L in cfg.layer_lens]
     make += [lambda: bench_selective_scan(cfg, peak), lambda: bench_selective_scan(cfg, peak, "compile"),
-             lambda: bench_selective_scan(cfg, peak, "native"),
+             lambda: bench_selective_scan(cfg, peak, "native"), lambda: bench_scan_step(cfg, peak),
              lambda: bench_state_passing_memory(cfg, peak)]
     cases = [case for name, case in zip(case_names(cfg), make) if not only or name in only]
     records = []
@@ -244,8 +272,8 @@ def run(cfg: BenchConfig, out: Path | None, progress=print, only: tuple[str, ...
 
 
 def format_record(rec: dict) -> str:
-    line = (f"{rec['case']}: ours {rec['ours_s'] * 1e3:.1f} ms, baseline {rec['baseline_s'] * 1e3:.1f} ms, "
-            f"ratio {rec['ratio']:.2f}x")
+    t = lambda s: f"{s * 1e3:.1f} ms" if s >= 1e-3 else f"{s * 1e6:.1f} us"  # noqa: E731
+    line = f"{rec['case']}: ours {t(rec['ours_s'])}, baseline {t(rec['baseline_s'])}, ratio {rec['ratio']:.2f}x"
     if rec.get("target_ratio"):
         line += f" (target >= {rec['target_ratio']}x)"
     if rec.get("x_floor"):

@@ -2,7 +2,8 @@
 
 Every stateful sequence op has a fast path and a ``*_ref`` twin with the same signature
 ``op(..., initial_state=None, return_state=False) -> (y, state | None)``; ``linear`` (the
-projections) is the one stateless op, ``F.linear`` except in the native backend. A backend names which
+projections) is the one stateless op, ``F.linear`` except in the native backend, and
+``selective_scan_step`` the one single-position op (decoding). A backend names which
 of them layers call:
 
 * ``auto``: the fast pure-PyTorch path (chunked FFT convolution, cache-blocked scans); the
@@ -14,7 +15,8 @@ of them layers call:
   call per shape compiles (tens of seconds) and CPU needs a C++ compiler;
 * ``native``: the package's own C++ kernels, built on first use by the system compiler
   (:mod:`longssm.kernels.native`; CPU, float32/float64) where they exist: the selective scan, one
-  fused pass forward and one backward (:mod:`longssm.kernels.native_scan`), and the linear layers
+  fused pass forward and one backward, and its decoding step as one call
+  (:mod:`longssm.kernels.native_scan`), and the linear layers
   of decoding, a matrix-vector product at memory speed (:mod:`longssm.kernels.native_linear`); the
   ``auto`` path for the other ops. Opt-in: the first call in a machine builds them (a few seconds,
   then cached).
@@ -32,9 +34,9 @@ from typing import Callable
 from longssm.kernels.compiled_scan import selective_scan_compiled
 from longssm.kernels.diagonal import ssm_conv, ssm_conv_ref
 from longssm.kernels.native_linear import linear, linear_native
-from longssm.kernels.native_scan import selective_scan_native
+from longssm.kernels.native_scan import selective_scan_native, selective_scan_step_native
 from longssm.kernels.recurrence import linear_scan, linear_scan_ref
-from longssm.kernels.selective_scan import selective_scan, selective_scan_ref
+from longssm.kernels.selective_scan import selective_scan, selective_scan_ref, selective_scan_step
 from longssm.kernels.shift import shift_conv, shift_conv_ref
 
 BACKENDS = ("auto", "ref", "compile", "native")
@@ -46,6 +48,8 @@ OPS: dict[str, dict[str, Callable]] = {
     "shift_conv": {"auto": shift_conv, "ref": shift_conv_ref, "compile": shift_conv, "native": shift_conv},
     "selective_scan": {"auto": selective_scan, "ref": selective_scan_ref, "compile": selective_scan_compiled,
                        "native": selective_scan_native},
+    "selective_scan_step": {"auto": selective_scan_step, "ref": selective_scan_step, "compile": selective_scan_step,
+                            "native": selective_scan_step_native},
     "linear_scan": {"auto": linear_scan, "ref": linear_scan_ref, "compile": linear_scan, "native": linear_scan},
     "linear": {"auto": linear, "ref": linear, "compile": linear, "native": linear_native},
 }

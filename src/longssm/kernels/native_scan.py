@@ -21,7 +21,7 @@ import ctypes
 import torch
 
 from longssm.kernels.native import entry, ptr, suffix
-from longssm.kernels.selective_scan import _check, _finish, _prepare_delta
+from longssm.kernels.selective_scan import _check, _check_step, _finish, _prepare_delta, selective_scan_step
 
 def _entry(kind: str, dtype: torch.dtype):
     return entry("selective_scan", f"longssm_scan_{kind}_{suffix(dtype)}")
@@ -108,3 +108,39 @@ def selective_scan_native(
     y, last = _NativeScan.apply(delta, u, A, B, C, initial_state)
     y = _finish(y, u, D, z)
     return y, (last if return_state else None)
+
+
+def _step_fits(u_t, delta_t, A, B_t, C_t, state, D, z_t, delta_bias) -> bool:
+    """Whether one step's tensors have the shapes of :func:`_check_step`, u_t's dtype and the CPU:
+    the kernel's inputs, checked in a few microseconds (a token calls this once per layer)."""
+    if u_t.dim() != 2 or A.dim() != 2 or u_t.device.type != "cpu" or suffix(u_t.dtype) is None:
+        return False
+    (batch, Dm), N = u_t.shape, A.shape[1]
+    want = ((batch, Dm), (Dm, N), (batch, N), (batch, N), (batch, Dm, N), (Dm,), (batch, Dm), (Dm,))
+    return all(t is None or (t.shape == w and t.dtype == u_t.dtype and t.device == u_t.device)
+               for t, w in zip((delta_t, A, B_t, C_t, state, D, z_t, delta_bias), want))
+
+
+@torch.compiler.disable  # a ctypes call: opaque to dynamo
+def selective_scan_step_native(u_t, delta_t, A, B_t, C_t, state, D=None, z_t=None, delta_bias=None,
+                               delta_softplus=False):
+    """:func:`~longssm.kernels.selective_scan.selective_scan_step` with the state update, readout,
+    skip and gate as one C++ call: the decoding step. Where autograd records (an input that
+    requires grad), it is the PyTorch step, which has a backward.
+
+    Returns (y_t (batch, D), the new state (batch, D, N))."""
+    args = (u_t, delta_t, A, B_t, C_t, state, D, z_t, delta_bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
+        return selective_scan_step(*args, delta_softplus)
+    if not _step_fits(*args):
+        _check_step(*args)
+        _check_native(u_t)
+        raise TypeError("the native backend's selective step needs all its tensors in one dtype on the CPU; got "
+                        f"{[None if t is None else f'{t.dtype} on {t.device}' for t in args]}")
+    delta = _prepare_delta(delta_t, delta_bias, delta_softplus).contiguous()
+    u_t, A, B_t, C_t, state, D, z_t = (None if t is None else t.contiguous() for t in (u_t, A, B_t, C_t, state, D, z_t))
+    (batch, Dm), N = u_t.shape, A.shape[1]
+    y, new = u_t.new_empty(batch, Dm), u_t.new_empty(batch, Dm, N)
+    _entry("step", u_t.dtype)(_i64((batch, Dm, N)), ptr(u_t), ptr(delta), ptr(A), ptr(B_t), ptr(C_t), ptr(D),
+                              ptr(z_t), ptr(state), ptr(new), ptr(y), ctypes.c_int(torch.get_num_threads()))
+    return y, new

@@ -139,6 +139,26 @@ def _check(u, delta, A, B, C, D, z, delta_bias, initial_state):
         check_shape("initial_state", initial_state, (batch, Dm, N))
 
 
+def _check_step(u_t, delta_t, A, B_t, C_t, state, D, z_t, delta_bias):
+    """The shapes of one step's arguments (:func:`selective_scan_step`), as :func:`_check`'s."""
+    for name, t in (("u_t", u_t), ("delta_t", delta_t), ("A", A), ("B_t", B_t), ("C_t", C_t)):
+        check_float(name, t)
+    if u_t.dim() != 2:
+        raise ValueError(f"u_t must have shape (batch, D), got {tuple(u_t.shape)}")
+    batch, Dm = u_t.shape
+    check_shape("delta_t", delta_t, (batch, Dm))
+    check_shape("A", A, (Dm, None))
+    for name, t in (("B_t", B_t), ("C_t", C_t)):
+        check_shape(name, t, (batch, A.shape[1]))
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None:
+            check_shape(name, t, (Dm,))
+    if z_t is not None:
+        check_shape("z_t", z_t, (batch, Dm))
+    if state is not None:
+        check_shape("state", state, (batch, Dm, A.shape[1]))
+
+
 def _per_channel(p, like):
     """A (D,) parameter shaped to broadcast against (batch, D, L) or a one-token (batch, D)."""
     return p[:, None] if like.dim() == 3 else p

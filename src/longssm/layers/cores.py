@@ -32,7 +32,6 @@ from torch import nn
 from longssm.kernels.backend import check_backend, get_op
 from longssm.layers.linear import Linear
 from longssm.kernels.diagonal import DISCRETIZATIONS, discretize, s4d_init_A, s4d_init_log_dt, ssm_step
-from longssm.kernels.selective_scan import selective_scan_step
 from longssm.kernels.shift import shift_kernel, shift_step
 from longssm.layers.optim import set_optim
 
@@ -222,8 +221,8 @@ class SelectiveCore(Core):
 
     def _step(self, u_t, state, dt=None):
         dt, softplus, B, C = self._params(u_t, dt)
-        return selective_scan_step(u_t, dt, -torch.exp(self.A_log), B, C, state, self.D,
-                                   delta_bias=self.dt_proj.bias if softplus else None, delta_softplus=softplus)
+        return self.op("selective_scan_step")(u_t, dt, -torch.exp(self.A_log), B, C, state, self.D,
+                                              delta_bias=self.dt_proj.bias if softplus else None, delta_softplus=softplus)
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> torch.Tensor:
         return torch.zeros(batch_size, self.d_inner, self.d_state, **self._kw(device, dtype))
