@@ -22,7 +22,7 @@ demo: venv
 	$(VENV)/bin/longssm demo
 
 bench: venv
-	$(VENV)/bin/longssm bench kernels
+	$(VENV)/bin/longssm bench kernels --overwrite
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -94,3 +94,13 @@ def test_bench_lengths_and_batches_only_where_they_apply(capsys):
     assert main(["bench", "train", "--lengths", "1"]) == 2
     assert main(["bench", "train", "--batches", "2"]) == 2
     assert "--batches applies to bench generate" in capsys.readouterr().err
+
+
+def test_bench_refuses_to_replace_results_without_overwrite(tmp_path, capsys):
+    """A narrowed run (one case) under the default --out once replaced the committed full table."""
+    out = tmp_path / "bench.json"
+    out.write_text("committed results\n")
+    args = ["bench", "step", "--contenders", "attention", "--repeats", "1", "--out", str(out)]
+    assert main(args) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err and out.read_text() == "committed results\n"
+    assert main(args + ["--overwrite"]) == 0 and "attention" in out.read_text()

@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
                         "contexts (generate; default 256 1024 4096 16384 32768)")
     p.add_argument("--batches", type=int, nargs="+", default=None, help="batch sizes (generate; default 1 8)")
     p.add_argument("--out", default=None, help="JSON output path (default results/bench_SUITE.json)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output file (without it an existing file is refused before "
+                        "anything runs, so a partial run never replaces committed results)")
     p.set_defaults(func=run)
 
 
@@ -54,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batches is not None and (args.suite != "generate" or min(args.batches) < 1):
         raise ValueError(f"--batches applies to bench generate and must be >= 1, got {args.batches} for {args.suite}")
     out = Path(args.out or f"results/bench_{args.suite}.json")
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"{out} already exists; pass --overwrite to replace it or --out for another file")
     say = lambda line: print(line, flush=True)
     if args.suite == "kernels":
         from longssm.evaluation.bench_kernels import BenchConfig, run as bench
