@@ -208,3 +208,28 @@ def test_the_default_run_folder_is_new_and_named(tmp_path, monkeypatch):
     assert len(folders) == 1 and folders[0].name.startswith("run-")
     assert (folders[0] / "checkpoints" / "latest").exists()
     assert any(f"run folder {folders[0]}" in m for m in said)  # the path is printed
+
+
+def test_a_run_folder_being_trained_is_refused_to_a_second_process(tmp_path):
+    """The same command in two terminals: the second is refused at once, naming the first's pid,
+    and the first run's files are untouched; once the first process is gone the folder is free."""
+    out = tmp_path / "run"
+    train(config(tmp_path, out, steps=2), **QUIET)
+    before = (out / "metrics.jsonl").read_text()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(out / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nos.ftruncate(fd, 0)\nos.write(fd, b'4242')\n"
+        "print('locked', flush=True)\ntime.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match=r"is being trained by another process \(pid 4242\)"):
+            train(config(tmp_path, out, steps=4), resume=True, **QUIET)
+        with pytest.raises(ValueError, match="being trained by another process"):
+            train(config(tmp_path, out, steps=2), overwrite=True, **QUIET)  # would have deleted its checkpoints
+        assert (out / "metrics.jsonl").read_text() == before and ckpt.has_checkpoint(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    train(config(tmp_path, out, steps=4), resume=True, **QUIET)
+    assert steps_logged(out) == [1, 2, 3, 4]

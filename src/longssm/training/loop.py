@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -92,16 +94,42 @@ def train(run: RunConfig, *, resume: bool | str = False, overwrite: bool = False
             raise ValueError("--resume needs the run folder: --resume RUN_DIR, or train.out_dir")
         run = dataclasses.replace(run, train=dataclasses.replace(run.train, out_dir=new_run_dir(run)))
     run = with_absolute_paths(run)
-    check_run_dir(Path(run.train.out_dir), resume, overwrite)
-    s = setup(run, log)
-    start, states = restore(s, log) if resume else (0, [None] * run.train.accumulate)
-    try:
-        result = run_steps(s, start, states, progress, log)
-    except BaseException:
-        s.dist.close(orderly=False)  # a peer may have failed too: do not wait for it
-        raise
-    s.dist.close()
+    with run_lock(Path(run.train.out_dir)):
+        check_run_dir(Path(run.train.out_dir), resume, overwrite)
+        s = setup(run, log)
+        start, states = restore(s, log) if resume else (0, [None] * run.train.accumulate)
+        try:
+            result = run_steps(s, start, states, progress, log)
+        except BaseException:
+            s.dist.close(orderly=False)  # a peer may have failed too: do not wait for it
+            raise
+        s.dist.close()
     return result
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Rank 0 holds an exclusive lock on ``out/.lock`` while it trains, so a second process on the
+    same run folder (the same command in two terminals, two grids) is refused at once instead of
+    interleaving its checkpoints and metrics with the first one's. The kernel drops the lock when
+    the process ends, however it ends."""
+    if Distributed.from_env().rank != 0:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 20).decode(errors="replace").strip()
+            raise ValueError(f"{out} is being trained by another process (pid {holder or '?'}); wait for it "
+                               f"to finish or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
 
 
 def new_run_dir(run: RunConfig) -> str:
