@@ -10,7 +10,7 @@ import torch
 
 from longssm.experiments.lm_compare import (LMCompareConfig, best_lrs, plan, run_all, run_config, run_order,
                                              training_rate, validate)
-from longssm.experiments.lm_compare_report import plot, report
+from longssm.experiments.lm_compare_report import plot, report, report_header
 from longssm.models import LanguageModel, count_parameters
 from longssm.models.presets import LM_COMPARE_MODELS, lm_compare_config
 
@@ -117,3 +117,9 @@ def test_a_tiny_grid_runs_resumes_and_reports(tmp_path):
     mtime = out.stat().st_mtime_ns
     assert run_all(cfg, out, progress=lambda *_: None) == records and out.stat().st_mtime_ns == mtime  # nothing rerun
     assert json.loads(out.read_text()) == records
+
+
+def test_the_header_names_lrs_only_where_they_are_used():
+    swept, fixed = report_header(LMCompareConfig()), report_header(LMCompareConfig(sweep=False), quick=True)
+    assert '"lrs"' not in swept and "best sweep rate (the lr column)" in swept and '"sweep": true' in swept
+    assert '"lrs"' in fixed and "best sweep rate" not in fixed and "lm-compare --quick" in fixed

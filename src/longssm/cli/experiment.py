@@ -114,7 +114,7 @@ def add_lm_compare(esub) -> None:
 
 def run_lm_compare(args) -> int:
     from longssm.experiments.lm_compare import QUICK, LMCompareConfig, run_all
-    from longssm.experiments.lm_compare_report import plot, report
+    from longssm.experiments.lm_compare_report import plot, report, report_header
 
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
@@ -125,13 +125,7 @@ def run_lm_compare(args) -> int:
             raise FileNotFoundError(f"{src} does not exist (the Gutenberg books live in ../shared/data/gutenberg; "
                                     f"set lm_compare.train / lm_compare.valid)")
     out = Path(args.out or ("results/lm_compare_quick" if args.quick else "results/lm_compare"))
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("train", "valid", "runs_dir")}
-    header = ("# Language models on Gutenberg: S4D, H3, Transformer, H3-attention hybrid, Mamba\n\n"
-              f"`longssm experiment lm-compare{' --quick' if args.quick else ''}`: H3 paper section 5.2 / Table 3 at "
-              f"CPU scale. Training books `{'`, `'.join(cfg.train)}`, validation books `{'`, `'.join(cfg.valid)}`, "
-              f"a byte-level BPE of {cfg.bpe_vocab_size:,} tokens trained on the training books; every model sees the "
-              "same tokens in the same order with the same schedule. Models: `LM_COMPARE_MODELS` in "
-              "`longssm.models.presets` (Transformer with rotary positions). Settings: `" + json.dumps(settings) + "`.")
+    header = report_header(cfg, quick=args.quick)
 
     def outputs(records):
         out.with_suffix(".md").write_text(report(records, header))

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import statistics
 from pathlib import Path
 
-from longssm.experiments.lm_compare import PAPER_PPL
+from longssm.experiments.lm_compare import PAPER_PPL, LMCompareConfig
 
 ORDER = ("hybrid", "transformer", "h3", "s4d", "mamba")
+
+
+def report_header(cfg: LMCompareConfig, *, quick: bool = False) -> str:
+    """The report's title and protocol: data, tokenizer, models and every setting of the grid
+    (``lrs`` only without the sweep: with it, each model's final runs take its best sweep rate)."""
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("train", "valid", "runs_dir")}
+    if cfg.sweep:
+        del settings["lrs"]
+    return ("# Language models on Gutenberg: S4D, H3, Transformer, H3-attention hybrid, Mamba\n\n"
+            f"`longssm experiment lm-compare{' --quick' if quick else ''}`: H3 paper section 5.2 / Table 3 at "
+            f"CPU scale. Training books `{'`, `'.join(cfg.train)}`, validation books `{'`, `'.join(cfg.valid)}`, "
+            f"a byte-level BPE of {cfg.bpe_vocab_size:,} tokens trained on the training books; every model sees the "
+            "same tokens in the same order with the same schedule. Models: `LM_COMPARE_MODELS` in "
+            "`longssm.models.presets` (Transformer with rotary positions). Settings: `" + json.dumps(settings) + "`."
+            + (" Each model's final runs use its best sweep rate (the lr column)." if cfg.sweep else ""))
 
 
 def _final(records: list[dict]) -> dict[str, list[dict]]:
