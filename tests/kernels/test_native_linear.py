@@ -73,10 +73,11 @@ def test_native_decoding_equals_the_forward_in_float64(kind, monkeypatch):
     ids = torch.randint(0, 11, (2, 9))
     with torch.no_grad():
         logits, _ = model(ids)
+        in_forward = len(calls)  # the forward's 18 rows are within MAX_ROWS: its projections go native too
         s, steps = model.init_state(2, dtype=F64), []
         for t in range(9):
             out, s = model.step(ids[:, t], s)
             steps.append(out)
     assert_close(torch.stack(steps, 1), logits, 1e-10, "native steps vs forward")
     linears = sum(isinstance(m, Linear) for m in model.modules())
-    assert calls == ["longssm_gemv_f64"] * (9 * linears)  # every projection of every step, none of the forward
+    assert in_forward > 0 and calls[in_forward:] == ["longssm_gemv_f64"] * (9 * linears)  # every step's projections

@@ -36,6 +36,8 @@ class BenchConfig:
     scan_d_state: int = 16
     scan_len: int = 4096
     step_d_inner: int = 1536  # decoding step case: mamba-130m's d_inner, batch 1
+    linear_layers: int = 24  # native linear case: mamba-130m's projections per layer, this many layers
+    linear_rows: tuple[int, ...] = (1, 8, 32, 128, 512)  # ... and rows (tokens) per call
     memory_len: int = 1_048_576  # state-passing memory case
     memory_channels: int = 256
     warmup: int = 3
@@ -44,7 +46,7 @@ class BenchConfig:
     @classmethod
     def quick(cls) -> "BenchConfig":
         return cls(d_model=64, kernel_len=256, fft_len=512, layer_lens=(256,), scan_d_inner=32,
-                   scan_len=256, step_d_inner=32, memory_len=16384, memory_channels=16, warmup=1, repeats=3)
+                   scan_len=256, step_d_inner=32, linear_layers=1, linear_rows=(1, 8), memory_len=16384, memory_channels=16, warmup=1, repeats=3)
 
 
 def median_times(*fns, warmup: int, repeats: int) -> list[float]:
@@ -192,6 +194,33 @@ def bench_scan_step(cfg, peak, calls: int = 200):
                    base / calls, None, peak, nbytes=4.0 * (2 * Dm * N + 6 * Dm + 3 * N))
 
 
+def bench_linear_rows(cfg, peak):
+    """The native backend's linear kernel against ``F.linear`` over the projections of a model
+    (``linear_layers`` layers of mamba-130m's four, 354 MB at 24), so the weights stream from
+    memory as in decoding, at each of ``linear_rows`` rows per call. The record's times are at 8
+    rows (batch-8 decoding); ``ratio_by_rows`` holds every row count (where ``MAX_ROWS`` is set)."""
+    import torch.nn.functional as F
+
+    from longssm.kernels.native_linear import linear_native
+
+    torch.manual_seed(0)
+    shapes = [(3072, 768), (80, 1536), (1536, 48), (768, 1536)]  # in_proj, x_proj, dt_proj, out_proj
+    weights = [torch.randn(o, i) for _ in range(cfg.linear_layers) for o, i in shapes]
+    by_rows, at = {}, {}
+    with torch.no_grad():
+        for rows in cfg.linear_rows:
+            xs = {i: torch.randn(rows, i) for _, i in shapes}
+            ours, base = median_times(lambda: [linear_native(xs[w.shape[1]], w) for w in weights],
+                                      lambda: [F.linear(xs[w.shape[1]], w) for w in weights],
+                                      warmup=cfg.warmup, repeats=cfg.repeats)
+            by_rows[rows], at[rows] = base / ours, (ours, base)
+    rows = 8 if 8 in at else cfg.linear_rows[0]
+    nbytes = 4.0 * sum(w.numel() for w in weights)
+    return _record(f"linear (native backend) vs F.linear, {cfg.linear_layers} layers' projections, {rows} rows",
+                   *at[rows], None, peak, flops=2.0 * rows * nbytes / 4, nbytes=nbytes,
+                   ratio_by_rows={str(r): round(v, 3) for r, v in by_rows.items()})
+
+
 _MEMORY_CHILD = r"""
 import json, sys, time, torch
 from longssm.kernels import discretize, s4d_init_A, ssm_conv, ssm_kernel
@@ -241,7 +270,7 @@ def bench_state_passing_memory(cfg, peak):
 
 def case_names(cfg: BenchConfig) -> list[str]:
     return (["s4d-kernel", "fftconv"] + [f"h3-attention-{L}" for L in cfg.layer_lens]
-            + ["scan", "scan-compile", "scan-native", "scan-step-native", "state-passing"])
+            + ["scan", "scan-compile", "scan-native", "scan-step-native", "linear-native", "state-passing"])
 
 
 def run(cfg: BenchConfig, out: Path | None, progress=print, only: tuple[str, ...] = ()) -> list[dict]:
@@ -255,7 +284,7 @@ def run(cfg: BenchConfig, out: Path | None, progress=print, only: tuple[str, ...
     make += [lambda L=L: bench_h3_vs_attention(cfg, peak, L) for L in cfg.layer_lens]
     make += [lambda: bench_selective_scan(cfg, peak), lambda: bench_selective_scan(cfg, peak, "compile"),
              lambda: bench_selective_scan(cfg, peak, "native"), lambda: bench_scan_step(cfg, peak),
-             lambda: bench_state_passing_memory(cfg, peak)]
+             lambda: bench_linear_rows(cfg, peak), lambda: bench_state_passing_memory(cfg, peak)]
     cases = [case for name, case in zip(case_names(cfg), make) if not only or name in only]
     records = []
     for i, case in enumerate(cases, 1):
@@ -281,6 +310,8 @@ def format_record(rec: dict) -> str:
     if "h3_share_outside_projections" in rec:
         line += (f"; outside projections: H3 {rec['h3_share_outside_projections']:.0%}, "
                  f"attention {rec['attention_share_outside_projections']:.0%}")
+    if "ratio_by_rows" in rec:
+        line += "; by rows: " + ", ".join(f"{r}: {v:.2f}x" for r, v in rec["ratio_by_rows"].items())
     if "extra_over_input" in rec:
         line += (f"; extra memory / input: ours {rec['extra_over_input']:.3f}, "
                  f"naive {rec['naive_extra_over_input']:.2f} (target <= 0.5)")
