@@ -46,7 +46,8 @@ class BenchConfig:
     @classmethod
     def quick(cls) -> "BenchConfig":
         return cls(d_model=64, kernel_len=256, fft_len=512, layer_lens=(256,), scan_d_inner=32,
-                   scan_len=256, step_d_inner=32, linear_layers=1, linear_rows=(1, 8), memory_len=16384, memory_channels=16, warmup=1, repeats=3)
+                   scan_len=256, step_d_inner=32, linear_layers=1, linear_rows=(1, 8), memory_len=16384,
+                   memory_channels=16, warmup=1, repeats=3)
 
 
 def median_times(*fns, warmup: int, repeats: int) -> list[float]:

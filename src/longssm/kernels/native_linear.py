@@ -2,9 +2,10 @@
 decodes faster on CPU (source: ``kernels/csrc/linear.cpp``, built by :mod:`longssm.kernels.native`).
 
 Decoding one token per row multiplies a few rows by every weight matrix: the work is reading the
-weights once (and with tens of rows, batched decoding or a short prompt, the multiply-adds). The native kernel streams each weight row once and dots it with every input row
-from cache; it applies to up to :data:`MAX_ROWS` rows on CPU in float32/float64 when no gradient
-is needed (decoding, short prompts, evaluation), and every other call (training, long prompts, GPUs, half
+weights once (and with tens of rows, batched decoding or a short prompt, the multiply-adds). The
+native kernel streams each weight row once and dots it with every input row from cache; it
+applies to up to :data:`MAX_ROWS` rows on CPU in float32/float64 when no gradient is needed
+(decoding, short prompts, evaluation), and every other call (training, long prompts, GPUs, half
 precision) is ``F.linear``. Results agree with ``F.linear`` to rounding (another summation order).
 """
 

@@ -221,8 +221,9 @@ class SelectiveCore(Core):
 
     def _step(self, u_t, state, dt=None):
         dt, softplus, B, C = self._params(u_t, dt)
+        bias = self.dt_proj.bias if softplus else None
         return self.op("selective_scan_step")(u_t, dt, -torch.exp(self.A_log), B, C, state, self.D,
-                                              delta_bias=self.dt_proj.bias if softplus else None, delta_softplus=softplus)
+                                              delta_bias=bias, delta_softplus=softplus)
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> torch.Tensor:
         return torch.zeros(batch_size, self.d_inner, self.d_state, **self._kw(device, dtype))

@@ -4,8 +4,8 @@
 // weights once. PyTorch's CPU path for that shape streams nn.Linear's (out, in) layout at well
 // under the machine's copy bandwidth (BENCHMARKS.md); this loop reads each weight row once,
 // contiguously, and dots it with every row of x while it sits in L1 (four rows at a time from 4
-// rows of x on). Output rows are split across
-// OpenMP threads (the runtime torch already loaded, see native.py).
+// rows of x on). Output rows are split across OpenMP threads (the runtime torch already loaded,
+// see native.py).
 //
 // W (out, in) contiguous; x (rows, in) with row stride x_stride; bias (out,) or null;
 // y (rows, out) contiguous. The dot products are summed in vector lanes (a different order from
