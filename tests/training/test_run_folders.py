@@ -219,11 +219,11 @@ def test_a_run_folder_being_trained_is_refused_to_a_second_process(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
         f"fd = os.open({str(out / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX)\nos.ftruncate(fd, 0)\nos.write(fd, b'4242')\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nos.ftruncate(fd, 0)\nos.write(fd, b'pid 4242 on nodeA')\n"
         "print('locked', flush=True)\ntime.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(ValueError, match=r"is being trained by another process \(pid 4242\)"):
+        with pytest.raises(ValueError, match=r"is being trained by another process \(pid 4242 on nodeA\)"):
             train(config(tmp_path, out, steps=4), resume=True, **QUIET)
         with pytest.raises(ValueError, match="being trained by another process"):
             train(config(tmp_path, out, steps=2), overwrite=True, **QUIET)  # would have deleted its checkpoints
@@ -233,3 +233,16 @@ def test_a_run_folder_being_trained_is_refused_to_a_second_process(tmp_path):
         holder.wait()
     train(config(tmp_path, out, steps=4), resume=True, **QUIET)
     assert steps_logged(out) == [1, 2, 3, 4]
+
+
+def test_a_file_system_without_locks_is_said_not_fatal(tmp_path, monkeypatch):
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    said = []
+    train(config(tmp_path, tmp_path / "run", steps=2), progress=False, log=said.append)
+    assert steps_logged(tmp_path / "run") == [1, 2]
+    assert any("cannot lock" in line and "No locks available" in line for line in said)

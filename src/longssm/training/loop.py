@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -94,7 +95,7 @@ def train(run: RunConfig, *, resume: bool | str = False, overwrite: bool = False
             raise ValueError("--resume needs the run folder: --resume RUN_DIR, or train.out_dir")
         run = dataclasses.replace(run, train=dataclasses.replace(run.train, out_dir=new_run_dir(run)))
     run = with_absolute_paths(run)
-    with run_lock(Path(run.train.out_dir)):
+    with run_lock(Path(run.train.out_dir), log):
         check_run_dir(Path(run.train.out_dir), resume, overwrite)
         s = setup(run, log)
         start, states = restore(s, log) if resume else (0, [None] * run.train.accumulate)
@@ -108,11 +109,11 @@ def train(run: RunConfig, *, resume: bool | str = False, overwrite: bool = False
 
 
 @contextlib.contextmanager
-def run_lock(out: Path):
+def run_lock(out: Path, log=print):
     """Rank 0 holds an exclusive lock on ``out/.lock`` while it trains, so a second process on the
     same run folder (the same command in two terminals, two grids) is refused at once instead of
     interleaving its checkpoints and metrics with the first one's. The kernel drops the lock when
-    the process ends, however it ends."""
+    the process ends, however it ends. A file system without locks is said, not fatal."""
     if Distributed.from_env().rank != 0:
         yield
         return
@@ -122,11 +123,14 @@ def run_lock(out: Path):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 20).decode(errors="replace").strip()
-            raise ValueError(f"{out} is being trained by another process (pid {holder or '?'}); wait for it "
-                               f"to finish or stop it first") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+            holder = os.read(fd, 200).decode(errors="replace").strip()
+            raise ValueError(f"{out} is being trained by another process ({holder or 'unknown'}); wait for it "
+                             f"to finish or stop it first") from None
+        except OSError as e:  # e.g. ENOLCK on a network file system without lock support
+            log(f"warning: cannot lock {out / '.lock'} ({e}); nothing stops a second process on this run folder")
+        else:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         yield
     finally:
         os.close(fd)
