@@ -57,7 +57,9 @@ def test_the_sweep_comes_first_and_picks_each_models_rate():
     md = report(sweep + finals, "# test")
     assert "| h3 | 2 | 0.003 |" in md and "1.3000 ± 0.1414" in md and "| **1.5000** |" in md
     assert "Ordering here (lowest loss first): h3 < s4d" in md and "it holds (h3 < s4d)" in md
-    assert "h3 < s4d by 0.6000 nats (every seed apart)" in md
+    assert "h3 < s4d by 0.6000 nats (one seed: no spread to compare yet)" in md  # s4d has one seed
+    apart = finals + [_rec("final", "s4d", 1e-3, 1, 9, 1.95)]
+    assert "h3 < s4d by 0.6250 nats (every seed apart)" in report(sweep + apart, "# test")
     alone = report(sweep + finals[:2], "# test")  # one model with final runs: nothing to order yet
     assert "too few of its models have final runs yet" in alone and "Neighbours" not in alone and "\n\n\n" not in alone
     close = finals + [_rec("final", "s4d", 1e-3, 1, 9, 1.35)]  # s4d's second seed beats h3's worst

@@ -54,13 +54,16 @@ def ordering(by: dict[str, list[dict]]) -> list[str]:
 
 def _gaps(by: dict[str, list[dict]], order: list[str]) -> str:
     """Each model against the next in the ordering: the gap in mean validation loss, and whether
-    their seeds' losses overlap (a gap inside the seed-to-seed spread is not a ranking)."""
+    their seeds' losses overlap (a gap inside the seed-to-seed spread is not a ranking). Where
+    either model has one seed there is no spread to compare: the verdict waits."""
     parts = []
     for a, b in zip(order, order[1:]):
         la, lb = [r["val_loss"] for r in by[a]], [r["val_loss"] for r in by[b]]
-        apart = max(la) < min(lb)
-        parts.append(f"{a} < {b} by {statistics.mean(lb) - statistics.mean(la):.4f} nats "
-                     f"({'every seed apart' if apart else 'seed ranges overlap'})")
+        if min(len(la), len(lb)) < 2:
+            verdict = "one seed: no spread to compare yet"
+        else:
+            verdict = "every seed apart" if max(la) < min(lb) else "seed ranges overlap"
+        parts.append(f"{a} < {b} by {statistics.mean(lb) - statistics.mean(la):.4f} nats ({verdict})")
     return "Neighbours in that ordering: " + "; ".join(parts) + "."
 
 
