@@ -100,7 +100,9 @@ def report(records: list[dict], header: str) -> str:
         if native:
             lines += ["", f"Runs of {', '.join(native)} used the `native` kernel backend (`LONGSSM_BACKEND=native`): "
                           "for Mamba the selective scan runs as the fused C++ kernel, the same function as the "
-                          "default path (checked to 1e-12 in float64); the other models' ops are the default ones."]
+                          "default path (checked to 1e-12 in float64); the other models' ops are the default ones "
+                          "(the backend's C++ linear layer takes only calls of at most 128 rows without gradients, "
+                          "which training and this evaluation never make)."]
     sweep = [r for r in records if r["phase"] == "sweep"]
     if sweep:
         lrs = sorted({r["lr"] for r in sweep})
