@@ -15,6 +15,9 @@ from longssm.layers import H3, configure
 def test_twins_have_identical_signatures(op):
     impls = backend.OPS[op]
     assert set(impls) == set(backend.BACKENDS)
+    if op == "mamba_step":  # a fused block step only the native backend has; the layer composes elsewhere
+        assert [b for b, impl in impls.items() if impl is not None] == ["native"]
+        return
     assert len({inspect.signature(impl) for impl in impls.values()}) == 1
     params = inspect.signature(impls["auto"]).parameters
     if op == "selective_scan_step":  # the one single-position op: a state in, the new state out

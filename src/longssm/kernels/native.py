@@ -4,7 +4,7 @@ Nothing is compiled at install or import time (STYLE.md habit 3). The first call
 compiles its source with the system C++ compiler (``$CXX``, else ``g++``, else ``c++``; about 2 s),
 for this machine's vector unit (``-march=native``) and with OpenMP, into a shared library cached
 under ``$LONGSSM_CACHE`` (default ``~/.cache/longssm``). The library is keyed by a hash of the
-source, the flags, the compiler's version and the CPU's feature flags, so an edited source, another
+source (with the headers it shares), the flags, the compiler's version and the CPU's feature flags, so an edited source, another
 compiler or a different CPU (a shared home on a mixed cluster) builds its own copy; builds are
 written to a temporary name and renamed, so concurrent processes never load a half-written file.
 
@@ -67,9 +67,10 @@ def _key(source: bytes, cxx: str) -> str:
 
 @functools.cache
 def library(name: str) -> ctypes.CDLL:
-    """The compiled ``csrc/<name>.cpp``, built on the first call in any process and cached."""
+    """The compiled ``csrc/<name>.cpp``, built on the first call in any process and cached (keyed
+    by the source and every header in ``csrc``, which the sources share)."""
     source_path = CSRC / f"{name}.cpp"
-    source = source_path.read_bytes()
+    source = source_path.read_bytes() + b"".join(h.read_bytes() for h in sorted(CSRC.glob("*.h")))
     cxx = compiler()
     out = cache_dir() / f"{name}-{_key(source, cxx)}.so"
     if not out.exists():
@@ -97,6 +98,12 @@ def suffix(dtype: torch.dtype) -> str | None:
 def ptr(t) -> ctypes.c_void_p:
     """A tensor's data pointer for a C argument (None: a null pointer)."""
     return ctypes.c_void_p(t.data_ptr() if t is not None else None)
+
+
+def i64s(values) -> ctypes.Array:
+    """A C array of int64 (shapes, strides) for a pointer argument."""
+    values = list(values)
+    return (ctypes.c_int64 * len(values))(*values)
 
 
 def entry(library_name: str, symbol: str, restype=None):

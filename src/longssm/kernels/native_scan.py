@@ -20,7 +20,7 @@ import ctypes
 
 import torch
 
-from longssm.kernels.native import entry, ptr, suffix
+from longssm.kernels.native import entry, i64s, ptr, suffix
 from longssm.kernels.selective_scan import _check, _check_step, _finish, _prepare_delta, selective_scan_step
 
 def _entry(kind: str, dtype: torch.dtype):
@@ -32,13 +32,8 @@ def _chunk() -> int:
     return entry("selective_scan", "longssm_scan_chunk", ctypes.c_int)()
 
 
-def _i64(values):
-    values = list(values)
-    return (ctypes.c_int64 * len(values))(*values)
-
-
 def _strides(*tensors):
-    return _i64(s for t in tensors for s in t.stride())
+    return i64s(s for t in tensors for s in t.stride())
 
 
 class _NativeScan(torch.autograd.Function):
@@ -52,7 +47,7 @@ class _NativeScan(torch.autograd.Function):
         y = u.new_empty(batch, Dm, L)
         last = u.new_empty(batch, Dm, N)
         ck = u.new_empty(batch, -(-L // _chunk()), Dm, N)
-        shape = _i64((batch, Dm, L, N))
+        shape = i64s((batch, Dm, L, N))
         threads = torch.get_num_threads()
         _entry("fwd", u.dtype)(shape, _strides(dt, u, B, C, y), ptr(dt), ptr(u), ptr(A), ptr(B), ptr(C),
                                ptr(x0), ptr(y), ptr(last), ptr(ck), ctypes.c_int(threads))
@@ -75,7 +70,7 @@ class _NativeScan(torch.autograd.Function):
         g_B, g_C = B.new_zeros(threads, batch, N, L), C.new_zeros(threads, batch, N, L)
         g_x0 = u.new_empty(batch, Dm, N)
         _entry("bwd", u.dtype)(
-            _i64((batch, Dm, L, N)), _strides(dt, u, B, C, g_y, g_dt, g_u), ptr(dt), ptr(u), ptr(A), ptr(B),
+            i64s((batch, Dm, L, N)), _strides(dt, u, B, C, g_y, g_dt, g_u), ptr(dt), ptr(u), ptr(A), ptr(B),
             ptr(C), ptr(ck), ptr(g_y), ptr(g_last), ptr(g_dt), ptr(g_u), ptr(g_A), ptr(g_B), ptr(g_C),
             ptr(g_x0), ctypes.c_int(threads))
         return g_dt, g_u, g_A.sum(0), g_B.sum(0), g_C.sum(0), g_x0 if ctx.has_x0 else None
@@ -141,6 +136,6 @@ def selective_scan_step_native(u_t, delta_t, A, B_t, C_t, state, D=None, z_t=Non
     u_t, A, B_t, C_t, state, D, z_t = (None if t is None else t.contiguous() for t in (u_t, A, B_t, C_t, state, D, z_t))
     (batch, Dm), N = u_t.shape, A.shape[1]
     y, new = u_t.new_empty(batch, Dm), u_t.new_empty(batch, Dm, N)
-    _entry("step", u_t.dtype)(_i64((batch, Dm, N)), ptr(u_t), ptr(delta), ptr(A), ptr(B_t), ptr(C_t), ptr(D),
+    _entry("step", u_t.dtype)(i64s((batch, Dm, N)), ptr(u_t), ptr(delta), ptr(A), ptr(B_t), ptr(C_t), ptr(D),
                               ptr(z_t), ptr(state), ptr(new), ptr(y), ctypes.c_int(torch.get_num_threads()))
     return y, new

@@ -85,12 +85,30 @@ class SelectiveSSM(nn.Module):
         conv_state, ssm_state = self._unpack(state, u_t.shape[0])
         if conv_state is None:
             conv_state = u_t.new_zeros(u_t.shape[0], self.d_inner, self.d_conv - 1)
+        fused = self._fused_step(u_t, conv_state, ssm_state) if dt is None else None
+        if fused is not None:
+            out, conv_state, ssm_state = fused
+            return out, MambaState(conv_state, ssm_state)
         x, z = self.in_proj(u_t).chunk(2, dim=-1)  # (batch, d_inner) each
         window = torch.cat([conv_state, x[..., None]], dim=-1)  # (batch, d_inner, d_conv)
         x = F.silu((window * self.conv.weight[:, 0]).sum(-1) + self.conv.bias)
         y, ssm_state = self.core.step(x, ssm_state, dt)
         conv_state = window[..., 1:]
         return self.out_proj(y * F.silu(z)), MambaState(conv_state.to(compute_dtype(conv_state.dtype)), ssm_state)
+
+    def _fused_step(self, u_t, conv_state, ssm_state):
+        """The step as one call where the backend has one (``mamba_step``: native, CPU) and the
+        core is the plain selective one at its trained step; else None, and :meth:`step` composes
+        the modules (the reference the fused step is tested against)."""
+        core = self.core
+        plain = type(core) is SelectiveCore and core.dt_scale == 1.0 and self.in_proj.bias is None \
+            and self.out_proj.bias is None
+        fused = core.op("mamba_step") if plain else None
+        if fused is None:
+            return None
+        A = -torch.exp(core.A_log)
+        return fused(u_t, self.in_proj.weight, self.conv.weight, self.conv.bias, conv_state, core.x_proj.weight,
+                     core.dt_proj.weight, core.dt_proj.bias, A, core.D, ssm_state, self.out_proj.weight)
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> MambaState:
         ref = self.in_proj.weight
