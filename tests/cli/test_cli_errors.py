@@ -104,3 +104,30 @@ def test_generate_stops_at_text(run, capsys):
                  "--stop", "e", "--seed", "1"]) == 0
     continuation = capsys.readouterr().out[len("the"):].rstrip("\n")
     assert continuation.endswith("e") and continuation.count("e") == 1  # stops at the first 'e', whatever the tokens
+
+
+def test_backend_option_changes_the_kernels_not_the_output(run, capsys, monkeypatch):
+    import longssm.kernels.native_linear as nl
+    from longssm.cli.main import build_parser
+    from longssm.kernels.backend import BACKENDS
+
+    out, _ = run
+    for backend in BACKENDS:  # every backend is a choice, nothing else is
+        assert build_parser().parse_args(["generate", "x", "--prompt", "a", "--backend", backend]).backend == backend
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["generate", "x", "--prompt", "a", "--backend", "cuda"])
+    assert e.value.code == 2 and "invalid choice: 'cuda'" in capsys.readouterr().err
+    texts, calls = {}, []
+    monkeypatch.setattr(nl, "entry", lambda *a, _e=nl.entry: calls.append(a) or _e(*a))
+    for backend in ("auto", "native"):
+        capsys.readouterr()
+        assert main(["generate", str(out), "--prompt", "the", "--max-new-tokens", "12", "--temperature", "0",
+                     "--backend", backend]) == 0
+        texts[backend] = capsys.readouterr().out
+        assert main(["eval", str(out), "--modes", "zero", "--lengths", "8", "--backend", backend]) == 0
+        texts[backend + " eval"] = capsys.readouterr().out
+        if backend == "auto":
+            assert calls == []
+    assert calls  # the native run decoded through the C++ kernel
+    assert texts["auto"] == texts["native"]
+    assert texts["auto eval"] == texts["native eval"]

@@ -71,15 +71,25 @@ def _eval_tokens(paths, tokenizer, tokenizer_hash, reading: dict):
         return np.array(Shard.load(tmp).tokens)  # a copy: the memory map goes with the folder
 
 
+def _load(args):
+    """The checkpoint's model (and tokenizer, record, ...), on ``--backend`` where one is given."""
+    from longssm.layers import configure
+    from longssm.models import load_model
+
+    loaded = load_model(args.checkpoint)
+    if args.backend is not None:
+        configure(loaded[0], backend=args.backend)
+    return loaded
+
+
 def cmd_eval(args) -> int:
     from longssm.data import tokenizer_hash
     from longssm.evaluation.perplexity import evaluate
-    from longssm.models import load_model
 
     _positive(lengths=min(args.lengths), batch=args.batch, max_tokens=args.max_tokens, context=args.context)
     if args.out and Path(args.out).exists():
         raise ValueError(f"--out {args.out} exists; choose another path (results are never written over)")
-    model, tokenizer, record, _ = load_model(args.checkpoint)
+    model, tokenizer, record, _ = _load(args)
     if args.data:
         tokens = _eval_tokens(args.data, tokenizer, tokenizer_hash(tokenizer), _reading(args))
     else:
@@ -109,10 +119,10 @@ def cmd_eval(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from longssm.models import generate, load_model
+    from longssm.models import generate
 
     _positive(max_new_tokens=args.max_new_tokens, top_k=args.top_k)
-    model, tokenizer, _, _ = load_model(args.checkpoint)
+    model, tokenizer, _, _ = _load(args)
     ids = tokenizer.encode(args.prompt)
     if not ids:
         raise ValueError("--prompt is empty after tokenisation; give at least one character")

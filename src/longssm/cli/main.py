@@ -38,6 +38,13 @@ def _add_reading_options(p) -> None:
                    help="accept files that look binary (over 5%% control characters other than whitespace)")
 
 
+def _add_backend_option(p) -> None:
+    p.add_argument("--backend", choices=["auto", "ref", "compile", "native"], default=None,
+                   help="kernel backend (default: the checkpoint's model.backend, 'auto' unless set; "
+                        "$LONGSSM_BACKEND overrides 'auto'): 'native' runs the package's C++ kernels, "
+                        "which decode about 2x faster on CPU (built with g++ on first use, ~2 s)")
+
+
 def _add_run_options(p):
     p.add_argument("--config", help="TOML run file with [model], [data] and [train] tables")
     p.add_argument("--preset", help="model preset (see `longssm presets`); overrides [model].preset")
@@ -82,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="streaming: earlier tokens attention layers keep in their KV cache (default: the window "
                         "length); SSM layers always carry all earlier context in their state")
     p.add_argument("--out", help="write the results as JSON here")
+    _add_backend_option(p)
     _add_reading_options(p)
     p.set_defaults(func=lambda a: _commands().cmd_eval(a))
 
@@ -96,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample among the most likely tokens whose probabilities sum to p (default: all)")
     p.add_argument("--stop", nargs="*", help="stop once the generated text contains one of these strings")
     p.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed gives the same text (default %(default)s)")
+    _add_backend_option(p)
     p.set_defaults(func=lambda a: _commands().cmd_generate(a))
 
     p = sub.add_parser("data", help="data utilities")
