@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
+import tempfile
 import time
 
 import torch
@@ -31,18 +31,19 @@ def demo(out_dir: str, minutes: float, overrides: list[str]) -> int:
                      "lr": 2e-3, "warmup_steps": 100, "eval_every": 0, "eval_batches": 4,
                      "checkpoint_every": 500, "log_every": 20, "out_dir": out_dir}}
     cfg = resolve(apply_overrides(raw, overrides))
-    # The cosine schedule needs a horizon in steps: time a few steps, then fit the budget.
-    probe = dataclasses.replace(cfg.train, steps=15, max_minutes=0.0, out_dir=f"{out_dir}/probe",
-                                checkpoint_every=10_000)
-    t0 = time.time()
-    train(dataclasses.replace(cfg, train=probe), overwrite=True, progress=False, log=lambda *_: None)
-    per_step = (time.time() - t0) / probe.steps
+    # The cosine schedule needs a horizon in steps: time a few steps, then fit the budget. The
+    # probe trains in a folder of its own, so a second demo at once cannot delete it mid-run (the
+    # main run's folder is guarded by its lock).
+    with tempfile.TemporaryDirectory(prefix="longssm-demo-probe-") as probe_dir:
+        probe = dataclasses.replace(cfg.train, steps=15, max_minutes=0.0, out_dir=probe_dir, checkpoint_every=10_000)
+        t0 = time.time()
+        train(dataclasses.replace(cfg, train=probe), progress=False, log=lambda *_: None)
+        per_step = (time.time() - t0) / probe.steps
     steps = max(50, int(minutes * 60 / per_step * 0.9))
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
     print(f"training tiny-hybrid for {steps} steps (~{minutes:g} minutes) on the embedded corpus "
           f"(documentation of Python's standard library, byte tokens)")
     metrics = train(cfg, overwrite=True)  # the demo replaces its previous run in out_dir
-    shutil.rmtree(f"{out_dir}/probe", ignore_errors=True)
     model, tokenizer, record, _ = load_model(out_dir)
     train_shard, valid_shard = prepare_splits(cfg.data, cfg.data.cache_dir, log=lambda *_: None)
     max_tokens = 64 * 1024
