@@ -39,12 +39,13 @@ def test_bench_quick_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "kernels", "--quick", "--repeats", "1", "--warmup", "1", "--out", str(out),
                  "--contenders", "fftconv", "scan", "scan-compile", "scan-native", "scan-step-native",
-                 "linear-native", "mamba-step-native"]) == 0
+                 "linear-native", "mamba-step-native", "h3-step-native"]) == 0
     data = json.loads(out.read_text())
     cases = [r["case"].split(" vs ")[0] for r in data["records"]]
     assert cases == ["fftconv", "selective_scan", "selective_scan (compile backend)", "selective_scan (native backend)",
                      "selective scan decoding step, native", "linear (native backend)",
-                     "Mamba block decoding step (native backend), fused"]
+                     "Mamba block decoding step (native backend), fused",
+                     "H3 layer decoding step (native backend), fused"]
     for r in data["records"]:
         assert r["ours_s"] > 0 and r["baseline_s"] > 0 and r["ratio"] == pytest.approx(r["baseline_s"] / r["ours_s"])
     assert data["meta"]["matmul_flops"] > 0 and data["meta"]["config"]["repeats"] == 1

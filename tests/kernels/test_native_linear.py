@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from longssm.kernels.native import entry as native_entry
 from longssm.kernels.native_linear import MAX_ROWS, linear_native
-from longssm.layers import Linear, SelectiveSSM, configure
+from longssm.layers import H3, Linear, SelectiveSSM, configure
 from longssm.models import LanguageModel
 from conftest import assert_close, small_model
 
@@ -66,7 +66,7 @@ def test_configure_reaches_every_linear_layer_and_the_head():
 @pytest.mark.parametrize("kind", ["mamba", "hybrid", "h3"])
 def test_native_decoding_equals_the_forward_in_float64(kind, monkeypatch):
     import longssm.kernels.native_linear as nl
-    import longssm.kernels.native_mamba as nm
+    import longssm.kernels.native_steps as nm
 
     calls = []
     for module in (nl, nm):
@@ -81,10 +81,14 @@ def test_native_decoding_equals_the_forward_in_float64(kind, monkeypatch):
             out, s = model.step(ids[:, t], s)
             steps.append(out)
     assert_close(torch.stack(steps, 1), logits, 1e-10, "native steps vs forward")
-    # every step's projections: a Mamba block's go through its fused step (tests/kernels/test_native_mamba.py)
-    blocks = [m for m in model.modules() if isinstance(m, SelectiveSSM)]
+    # every step's projections: a Mamba block's and an H3 layer's go through their fused steps
+    # (tests/kernels/test_native_steps.py), the others through the linear kernel
+    mamba = [m for m in model.modules() if isinstance(m, SelectiveSSM)]
+    h3 = [m for m in model.modules() if isinstance(m, H3)]
     linears = sum(isinstance(m, Linear) for m in model.modules()) - sum(
-        isinstance(m, Linear) for b in blocks for m in b.modules())
+        isinstance(m, Linear) for b in mamba + h3 for m in b.modules())
     step_calls = calls[in_forward:]
     assert in_forward > 0 and step_calls.count("longssm_gemv_f64") == 9 * linears
-    assert step_calls.count("longssm_mamba_step_f64") == 9 * len(blocks) and len(step_calls) == 9 * (linears + len(blocks))
+    assert step_calls.count("longssm_mamba_step_f64") == 9 * len(mamba)
+    assert step_calls.count("longssm_h3_step_f64") == 9 * len(h3)
+    assert len(step_calls) == 9 * (linears + len(mamba) + len(h3))

@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per case, median reported")
     p.add_argument("--contenders", nargs="+", default=None,
                    help="only these contenders (generate, train), cases (kernels: s4d-kernel fftconv "
-                        "h3-attention-L scan scan-compile scan-native scan-step-native linear-native mamba-step-native state-passing), "
+                        "h3-attention-L scan scan-compile scan-native scan-step-native linear-native "
+                        "mamba-step-native h3-step-native state-passing), "
                         "models (step: s4d h3 attention mamba ...) or presets (hf; parallel: one preset)")
     p.add_argument("--lengths", type=int, nargs="+", default=None,
                    help="sequence lengths (train; default 1024 4096, batch = 4096 tokens / L, at least 1) or "

@@ -222,36 +222,39 @@ def bench_linear_rows(cfg, peak):
                    ratio_by_rows={str(r): round(v, 3) for r, v in by_rows.items()})
 
 
-def bench_mamba_step(cfg, peak):
-    """A Mamba block's decoding step with the native backend: fused into one C++ call (the
-    ``mamba_step`` op) against the block composing its modules (the native matrix-vector kernel
-    and selective step, ~20 small PyTorch ops), over ``linear_layers`` blocks of mamba-130m's size
-    (d_model 768) so the weights stream from memory as in decoding, batch 1."""
+def bench_block_step(cfg, peak, kind: str):
+    """A block's decoding step with the native backend (``kind``: ``mamba``, a Mamba block, or
+    ``h3``, an H3 layer): fused into one C++ call (the ``mamba_step`` / ``h3_step`` op) against
+    the block composing its modules (the native matrix-vector kernel, ~20 small PyTorch ops), over
+    ``linear_layers`` blocks of the 125M presets' size (d_model 768) so the weights stream from
+    memory as in decoding, batch 1."""
     from longssm.kernels import backend
-    from longssm.layers import SelectiveSSM, configure
+    from longssm.layers import H3, SelectiveSSM, configure
 
     torch.manual_seed(0)
-    blocks = [SelectiveSSM(768) for _ in range(cfg.linear_layers)]
+    make, op = {"mamba": (SelectiveSSM, "mamba_step"), "h3": (H3, "h3_step")}[kind]
+    blocks = [make(768) for _ in range(cfg.linear_layers)]
     for b in blocks:
         configure(b, backend="native")
     u, states = torch.randn(1, 768), [b.init_state(1) for b in blocks]
-    fused = backend.OPS["mamba_step"]["native"]
+    fused = backend.OPS[op]["native"]
 
     def steps():
         for b, st in zip(blocks, states):
             b.step(u, st)
 
     def composed():  # the same blocks with the op table's fused entry taken out for the call
-        backend.OPS["mamba_step"]["native"] = None
+        backend.OPS[op]["native"] = None
         try:
             steps()
         finally:
-            backend.OPS["mamba_step"]["native"] = fused
+            backend.OPS[op]["native"] = fused
 
     with torch.no_grad():
         ours, base = median_times(steps, composed, warmup=cfg.warmup, repeats=cfg.repeats)
     nbytes = 4.0 * sum(p.numel() for b in blocks for p in b.parameters())
-    return _record(f"Mamba block decoding step (native backend), fused vs composed, {cfg.linear_layers} blocks of "
+    name = {"mamba": "Mamba block", "h3": "H3 layer"}[kind]
+    return _record(f"{name} decoding step (native backend), fused vs composed, {cfg.linear_layers} blocks of "
                    f"d_model 768, batch 1", ours, base, None, peak, nbytes=nbytes)
 
 
@@ -305,7 +308,7 @@ def bench_state_passing_memory(cfg, peak):
 def case_names(cfg: BenchConfig) -> list[str]:
     return (["s4d-kernel", "fftconv"] + [f"h3-attention-{L}" for L in cfg.layer_lens]
             + ["scan", "scan-compile", "scan-native", "scan-step-native", "linear-native", "mamba-step-native",
-               "state-passing"])
+               "h3-step-native", "state-passing"])
 
 
 def run(cfg: BenchConfig, out: Path | None, progress=print, only: tuple[str, ...] = ()) -> list[dict]:
@@ -319,8 +322,8 @@ def run(cfg: BenchConfig, out: Path | None, progress=print, only: tuple[str, ...
     make += [lambda L=L: bench_h3_vs_attention(cfg, peak, L) for L in cfg.layer_lens]
     make += [lambda: bench_selective_scan(cfg, peak), lambda: bench_selective_scan(cfg, peak, "compile"),
              lambda: bench_selective_scan(cfg, peak, "native"), lambda: bench_scan_step(cfg, peak),
-             lambda: bench_linear_rows(cfg, peak), lambda: bench_mamba_step(cfg, peak),
-             lambda: bench_state_passing_memory(cfg, peak)]
+             lambda: bench_linear_rows(cfg, peak), lambda: bench_block_step(cfg, peak, "mamba"),
+             lambda: bench_block_step(cfg, peak, "h3"), lambda: bench_state_passing_memory(cfg, peak)]
     cases = [case for name, case in zip(case_names(cfg), make) if not only or name in only]
     records = []
     for i, case in enumerate(cases, 1):

@@ -3,9 +3,9 @@
 Every stateful sequence op has a fast path and a ``*_ref`` twin with the same signature
 ``op(..., initial_state=None, return_state=False) -> (y, state | None)``; ``linear`` (the
 projections) is the one stateless op, ``F.linear`` except in the native backend,
-``selective_scan_step`` a single-position op (decoding), and ``mamba_step`` a whole Mamba
-block's decoding step, which only the native backend has (None elsewhere: the layer composes its
-modules). A backend names which of them layers call:
+``selective_scan_step`` a single-position op (decoding), and ``mamba_step`` and ``h3_step`` a
+whole Mamba block's and H3 layer's decoding step, which only the native backend has (None
+elsewhere: the layer composes its modules). A backend names which of them layers call:
 
 * ``auto``: the fast pure-PyTorch path (chunked FFT convolution, cache-blocked scans); the
   environment variable ``LONGSSM_BACKEND`` (any backend below) overrides it, so a whole run can
@@ -17,8 +17,8 @@ modules). A backend names which of them layers call:
 * ``native``: the package's own C++ kernels, built on first use by the system compiler
   (:mod:`longssm.kernels.native`; CPU, float32/float64) where they exist: the selective scan, one
   fused pass forward and one backward, and its decoding step as one call
-  (:mod:`longssm.kernels.native_scan`), a Mamba block's whole decoding step as one call
-  (:mod:`longssm.kernels.native_mamba`), and the linear layers of decoding, a matrix-vector
+  (:mod:`longssm.kernels.native_scan`), a Mamba block's and an H3 layer's whole decoding
+  step as one call (:mod:`longssm.kernels.native_steps`), and the linear layers of decoding, a matrix-vector
   product at memory speed (:mod:`longssm.kernels.native_linear`); the
   ``auto`` path for the other ops. Opt-in: the first call in a machine builds them (a few seconds,
   then cached).
@@ -36,7 +36,7 @@ from typing import Callable
 from longssm.kernels.compiled_scan import selective_scan_compiled
 from longssm.kernels.diagonal import ssm_conv, ssm_conv_ref
 from longssm.kernels.native_linear import linear, linear_native
-from longssm.kernels.native_mamba import mamba_step_native
+from longssm.kernels.native_steps import h3_step_native, mamba_step_native
 from longssm.kernels.native_scan import selective_scan_native, selective_scan_step_native
 from longssm.kernels.recurrence import linear_scan, linear_scan_ref
 from longssm.kernels.selective_scan import selective_scan, selective_scan_ref, selective_scan_step
@@ -55,9 +55,10 @@ OPS: dict[str, dict[str, Callable | None]] = {
                             "native": selective_scan_step_native},
     "linear_scan": {"auto": linear_scan, "ref": linear_scan_ref, "compile": linear_scan, "native": linear_scan},
     "linear": {"auto": linear, "ref": linear, "compile": linear, "native": linear_native},
-    # a whole Mamba block's decoding step, where a backend has one fused (None: the layer composes
-    # its modules, which is the reference the fused step is tested against)
+    # a whole block's decoding step, where a backend has one fused (None: the layer composes its
+    # modules, which is the reference the fused step is tested against)
     "mamba_step": {"auto": None, "ref": None, "compile": None, "native": mamba_step_native},
+    "h3_step": {"auto": None, "ref": None, "compile": None, "native": h3_step_native},
 }
 
 _logged: set[str] = set()

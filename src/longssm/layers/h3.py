@@ -137,7 +137,27 @@ class H3(nn.Module):
 
     def step(self, x_t: torch.Tensor, state: H3State, dt: torch.Tensor | None = None):
         check_token("x_t", x_t, self.d_model, self.in_proj.weight.dtype)
-        return self._mix(x_t, state, step=True, dt=dt)
+        fused = self._fused_step(x_t, state) if dt is None else None
+        return fused if fused is not None else self._mix(x_t, state, step=True, dt=dt)
+
+    def _fused_step(self, x_t, state):
+        """The step as one call where the backend has one (``h3_step``: native, CPU) and the layer
+        is the paper's (one channel per head, Q, the shift SSM, S4D's diagonal SSM, no SMR); else
+        None, and :meth:`step` composes the modules (the reference the fused step is tested
+        against)."""
+        shift, diag = self.shift, self.diag
+        plain = self.head_dim == 1 and self.use_gate and type(shift) is ShiftCore and type(diag) is DiagonalCore
+        fused = diag.op("h3_step") if plain else None
+        if fused is None:
+            return None
+        s_shift, s_ssm = self._unpack(state, x_t.shape[0])
+        dA, dB, C = diag.frozen("discrete", diag.discrete)
+        done = fused(x_t, self.in_proj.weight, self.in_proj.bias, shift._kernel(), shift.D, s_shift, dA, dB, C,
+                     diag.D, None if s_ssm is None else s_ssm.flatten(0, 2), self.out_proj.weight, self.out_proj.bias)
+        if done is None:
+            return None
+        out, window, ssm = done
+        return out, H3State(window, ssm.unflatten(0, (x_t.shape[0], 1, 1)))
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> H3State:
         shift = None if self.shift is None else self.shift.init_state(batch_size, device=device, dtype=dtype)
