@@ -30,6 +30,17 @@ def run_steps(m, us, state):
     return torch.stack(ys, 1), state
 
 
+def composed_then_fused(m, us, state, calls):
+    """(composed outputs and state, fused outputs and state) over the steps ``us``: the block
+    with backend auto, then native, which must take its fused step at every position."""
+    with torch.no_grad():
+        ref = run_steps(m, us, state)
+        configure(m, backend="native")
+        out = run_steps(m, us, state)
+    assert calls[0] == len(us)
+    return ref, out
+
+
 @pytest.fixture
 def calls(monkeypatch):
     """How many times a fused step ran (returned a result, not None: "does not apply")."""
@@ -54,11 +65,7 @@ def test_fused_step_equals_the_composed_step(dtype, tol, d_conv, batch, start, c
     if start == "state":
         state = MambaState(torch.randn(batch, m.d_inner, d_conv - 1, dtype=dtype),
                            torch.randn(batch, m.d_inner, 4, dtype=dtype))
-    with torch.no_grad():
-        ref, ref_state = run_steps(m, us, state)
-        configure(m, backend="native")
-        out, out_state = run_steps(m, us, state)
-    assert calls[0] == len(us)
+    (ref, ref_state), (out, out_state) = composed_then_fused(m, us, state, calls)
     assert_close(out, ref, tol, "out")
     assert_close(out_state.conv, ref_state.conv, tol, "conv state")
     assert_close(out_state.ssm, ref_state.ssm, tol, "ssm state")
@@ -107,11 +114,7 @@ def test_fused_h3_step_equals_the_composed_step(dtype, tol, batch, start, dt_sca
     configure(m, dt_scale=dt_scale)
     xs = torch.randn(6, batch, 16, dtype=dtype)
     state = h3_state(m, batch, dtype) if start == "state" else None
-    with torch.no_grad():
-        ref, ref_state = run_steps(m, xs, state)
-        configure(m, backend="native")
-        out, out_state = run_steps(m, xs, state)
-    assert calls[0] == len(xs)
+    (ref, ref_state), (out, out_state) = composed_then_fused(m, xs, state, calls)
     assert_close(out, ref, tol, "out")
     assert_close(out_state.shift, ref_state.shift, tol, "shift window")
     assert out_state.ssm.shape == ref_state.ssm.shape and out_state.ssm.dtype == ref_state.ssm.dtype
