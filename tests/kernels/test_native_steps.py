@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import longssm.kernels.backend as backend
+from longssm.kernels.native_linear import MAX_ROWS
 from longssm.layers import H3, SelectiveSSM, configure
 from longssm.layers.h3 import H3State
 from longssm.layers.selective import MambaState
@@ -71,13 +72,13 @@ def test_fused_step_equals_the_composed_step(dtype, tol, d_conv, batch, start, c
     assert_close(out_state.ssm, ref_state.ssm, tol, "ssm state")
 
 
-@pytest.mark.parametrize("case", ["smr", "dt_scale", "per-step dt", "grad", "autocast"])
+@pytest.mark.parametrize("case", ["smr", "dt_scale", "per-step dt", "grad", "autocast", "rows"])
 def test_where_it_does_not_apply_the_block_composes_its_modules(case, calls):
     m = block(torch.float32, **({"smr": True} if case == "smr" else {}))
     if case == "dt_scale":
         configure(m, dt_scale=0.5)
-    u = torch.randn(2, 16)
-    kw = {"dt": torch.full((2,), 0.5)} if case == "per-step dt" else {}
+    u = torch.randn(MAX_ROWS + 1 if case == "rows" else 2, 16)
+    kw = {"dt": torch.full((u.shape[0],), 0.5)} if case == "per-step dt" else {}
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if case == "autocast" else torch.no_grad()
     if case == "grad":
         ctx = torch.enable_grad()
