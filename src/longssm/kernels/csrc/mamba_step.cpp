@@ -27,14 +27,11 @@
 namespace {
 
 using longssm::gemv;
-using longssm::lane_exp;
+using longssm::silu;
 
 // PyTorch's softplus (beta 1, threshold 20), so the step matches the composed one to rounding.
 template <typename S>
 inline S softplus(S v) { return v > S(20) ? v : std::log1p(std::exp(v)); }
-
-template <typename S>
-inline S silu(S v) { return v / (S(1) + lane_exp(-v)); }
 
 template <typename S>
 void mamba_step(const int64_t* dims, const S* u, const S* W_in, const S* conv_w, const S* conv_b, const S* conv0,

@@ -30,6 +30,10 @@ inline float lane_exp<float>(float x) {
   return std::bit_cast<float>(std::bit_cast<int32_t>(p) + (static_cast<int32_t>(fx) << 23));
 }
 
+// silu(v) = v sigmoid(v), with the vectorisable exp: the gate of the decoding steps.
+template <typename S>
+inline S silu(S v) { return v / (S(1) + lane_exp(-v)); }
+
 // One decoding step: the selective scan's recurrence at a single position, fused with the skip D u and the
 // gate silu(z) (the caller applies the softplus of delta, as for the scan), so a token costs one
 // call per layer instead of about twenty small ops:
@@ -63,7 +67,7 @@ void scan_step(int64_t batch, int64_t D, int64_t N, const S* u, const S* delta, 
       }
     }
     if (Dk) acc += Dk[d] * u[r];
-    if (z) acc *= z[r] / (S(1) + lane_exp(-z[r]));
+    if (z) acc *= silu(z[r]);
     y[r] = acc;
   }
 }
