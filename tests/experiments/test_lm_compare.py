@@ -1,17 +1,20 @@
 """The language-model comparison: equal-size rows, the sweep picks the rates of the final runs,
 finished cells are kept, and the report reads the numbers it is given."""
 
+import dataclasses
 import json
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from longssm.experiments.lm_compare import (LMCompareConfig, best_lrs, plan, run_all, run_config, run_order,
-                                             training_rate, validate)
+from longssm.experiments.lm_compare import (LMCompareConfig, best_lrs, cell_name, plan, prepare, rescore, run_all,
+                                             run_config, run_order, training_rate, validate)
 from longssm.experiments.lm_compare_report import plot, report, report_header
-from longssm.models import LanguageModel, count_parameters
+from longssm.evaluation.perplexity import evaluate
+from longssm.models import LanguageModel, count_parameters, load_model
 from longssm.models.presets import LM_COMPARE_MODELS, lm_compare_config
 
 
@@ -119,6 +122,35 @@ def test_a_tiny_grid_runs_resumes_and_reports(tmp_path):
     mtime = out.stat().st_mtime_ns
     assert run_all(cfg, out, progress=lambda *_: None) == records and out.stat().st_mtime_ns == mtime  # nothing rerun
     assert json.loads(out.read_text()) == records
+
+    # eval_tokens grows to every validation token: the final runs are scored again from their saved
+    # weights (not retrained) and keep their first scores; the sweep keeps the scores that picked the rates
+    folder = lambda r: tmp_path / "runs" / cell_name(r["phase"], r["model"], r["lr"], r["seed"], r["steps"])  # noqa: E731
+    logs = {r["model"]: (folder(r) / "metrics.jsonl").read_text() for r in final}
+    wide = dataclasses.replace(cfg, eval_tokens=None)
+    again = run_all(wide, out, progress=lambda *_: None)
+    _, valid = prepare(wide, log=lambda *_: None)
+    assert [r for r in again if r["phase"] == "sweep"] == [r for r in records if r["phase"] == "sweep"]
+    for before in final:
+        r = next(x for x in again if x["phase"] == "final" and x["model"] == before["model"])
+        ev = evaluate(load_model(folder(r))[0], valid.tokens, 16, "zero", batch=8)
+        assert r["val_tokens"] == ev["tokens"] > 256 and r["val_loss"] == round(ev["loss"], 5)
+        assert (r["first_val_loss"], r["first_val_tokens"]) == (before["val_loss"], 256)
+        assert (folder(r) / "metrics.jsonl").read_text() == logs[r["model"]]
+    md = report(again, report_header(wide))
+    assert "First scores: these runs were first scored on the first 256 validation tokens" in md
+    assert f"{ev['tokens']:,} tokens from their start" in md and "every validation token" in md
+    mtime = out.stat().st_mtime_ns
+    assert run_all(wide, out, progress=lambda *_: None) == again and out.stat().st_mtime_ns == mtime
+
+
+def test_a_run_whose_folder_is_gone_keeps_its_score_and_says_so(tmp_path):
+    cfg = LMCompareConfig(seq_len=16, runs_dir=str(tmp_path / "runs"))
+    rec = {**_rec("final", "h3", 1e-3, 0, 9, 1.5), "val_tokens": 128}
+    said = []
+    assert rescore(cfg, [rec], np.arange(1000), tmp_path / "lm.json", progress=said.append) == [rec]
+    assert len(said) == 1 and cell_name("final", "h3", 1e-3, 0, 9) in said[0] and "128 tokens" in said[0]
+    assert not (tmp_path / "lm.json").exists()
 
 
 def test_the_header_names_lrs_only_where_they_are_used():

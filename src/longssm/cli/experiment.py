@@ -113,7 +113,7 @@ def add_lm_compare(esub) -> None:
 
 
 def run_lm_compare(args) -> int:
-    from longssm.experiments.lm_compare import QUICK, LMCompareConfig, run_all
+    from longssm.experiments.lm_compare import QUICK, LMCompareConfig, curve_tokens, run_all
     from longssm.experiments.lm_compare_report import plot, report, report_header
 
     if args.jobs < 1:
@@ -129,7 +129,7 @@ def run_lm_compare(args) -> int:
 
     def outputs(records):
         out.with_suffix(".md").write_text(report(records, header))
-        plot(records, out.with_suffix(".png"))
+        plot(records, out.with_suffix(".png"), curve_tokens(cfg))
 
     from tqdm.auto import tqdm
 
@@ -159,7 +159,7 @@ def run_smr(args) -> int:
 
     def outputs(records):
         out.with_suffix(".md").write_text(report(records, header))
-        plot(records, out.with_suffix(".png"))
+        plot(records, out.with_suffix(".png"), curve_tokens(cfg))
 
     records = run_grid(cfg, out.with_suffix(".json"), jobs=args.jobs, commit=current_commit(), on_records=outputs)
     if records:

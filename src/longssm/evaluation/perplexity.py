@@ -34,6 +34,13 @@ MODES = ("zero", "streaming")
 
 
 @torch.no_grad()
+def scored_tokens(n_tokens: int, eval_len: int, batch: int = 8, max_tokens: int | None = None) -> int:
+    """How many of ``n_tokens`` tokens :func:`evaluate` scores: whole windows of ``eval_len`` in
+    ``batch`` equal streams over the first ``max_tokens`` (None: all) targets."""
+    n = n_tokens - 1 if max_tokens is None else min(n_tokens - 1, max_tokens)
+    return n // batch // eval_len * eval_len * batch
+
+
 def evaluate(model: LanguageModel, tokens: np.ndarray, eval_len: int, mode: str = "zero", *,
              batch: int = 8, max_tokens: int | None = None, context: int | None = None, device="cpu",
              progress: Callable[[int], None] | None = None) -> dict:
@@ -41,8 +48,7 @@ def evaluate(model: LanguageModel, tokens: np.ndarray, eval_len: int, mode: str 
     ``context``: attention's KV cache kept across windows in streaming mode (default eval_len)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    n = tokens.size - 1 if max_tokens is None else min(tokens.size - 1, max_tokens)
-    per_stream = n // batch // eval_len * eval_len  # whole windows per stream
+    per_stream = scored_tokens(tokens.size, eval_len, batch, max_tokens) // batch
     if per_stream == 0:
         raise ValueError(f"{tokens.size} tokens are too few for {batch} streams of eval_len={eval_len}")
     was_training = model.training

@@ -61,8 +61,10 @@ class LMCompareConfig:
     """Learning rate per model when the sweep is off and the results file holds no sweep."""
     eval_every: int = 100
     """Steps between the validation points of the loss curve."""
-    eval_tokens: int = 131072
-    """Validation tokens scored at the end of a run (from the start of the validation books)."""
+    eval_tokens: int | None = None
+    """Validation tokens scored at the end of a run, from the start of the validation books (unset:
+    all of them). A finished final run scored on fewer tokens is scored again from its saved weights
+    the next time the command runs, and keeps its first score beside the new one."""
     bpe_vocab_size: int = 8192
     """BPE vocabulary, trained on the training books."""
     train: tuple[str, ...] = ("../shared/data/gutenberg/train",)
@@ -72,6 +74,12 @@ class LMCompareConfig:
     runs_dir: str = "runs/lm_compare"
     """Where each run's folder (checkpoints, metrics) lives."""
 
+
+#: Validation batches of the training loop's periodic evaluation (the loss curve).
+CURVE_BATCHES = 4
+
+#: Rows (streams) of the end-of-run validation score.
+EVAL_BATCH = 8
 
 QUICK = dict(seeds=(0,), steps=250, sweep=False, eval_every=25, eval_tokens=65536)
 
@@ -84,7 +92,7 @@ def validate(cfg: LMCompareConfig) -> None:
     if missing:
         raise ValueError(f"lm_compare.lrs has no learning rate for {missing}")
     for name in ("steps", "sweep_steps", "seq_len", "batch_size", "eval_every", "eval_tokens", "d_model"):
-        if getattr(cfg, name) < 1:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ValueError(f"lm_compare.{name} must be >= 1, got {getattr(cfg, name)}")
     if not cfg.seeds or not cfg.models or (cfg.sweep and not cfg.sweep_lrs):
         raise ValueError("lm_compare needs at least one model, one seed and (with the sweep) one learning rate")
@@ -108,7 +116,7 @@ def run_config(cfg: LMCompareConfig, phase: str, model: str, lr: float, seed: in
     return {"model": fields, "data": _data(cfg),
             "train": {"steps": steps, "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "lr": lr,
                       "warmup_steps": min(cfg.warmup_steps, steps // 10), "seed": seed,
-                      "eval_every": cfg.eval_every, "eval_batches": 4, "checkpoint_every": checkpoint_every(steps),
+                      "eval_every": cfg.eval_every, "eval_batches": CURVE_BATCHES, "checkpoint_every": checkpoint_every(steps),
                       "log_every": 10, "out_dir": f"{cfg.runs_dir}/{cell_name(phase, model, lr, seed, steps)}"}}
 
 
@@ -134,7 +142,7 @@ def run_cell(args) -> dict | None:
     seconds, peak = time.time() - t0, peak_memory_mb("VmHWM")
     model, _, record, _ = load_model(run.train.out_dir)
     _, valid = prepare_splits(run.data, run.data.cache_dir, log=lambda *_: None)
-    ev = evaluate(model, valid.tokens, cfg.seq_len, "zero", batch=8, max_tokens=cfg.eval_tokens)
+    ev = evaluate(model, valid.tokens, cfg.seq_len, "zero", batch=EVAL_BATCH, max_tokens=cfg.eval_tokens)
     metrics = [json.loads(line) for line in (Path(run.train.out_dir) / "metrics.jsonl").read_text().splitlines()]
     tokens_per_step = run.train.global_batch * run.train.seq_len
     curve = [[m["step"] * tokens_per_step, round(m["val_loss"], 5)] for m in metrics if "val_loss" in m]
@@ -145,6 +153,54 @@ def run_cell(args) -> dict | None:
             "train_tokens": record["step"] * tokens_per_step, "tokens_per_s": round(tokens_per_s, 1),
             "threads": threads, "backend": resolve_backend(model.config.backend), "peak_mb": round(peak, 1),
             "val_loss": round(ev["loss"], 5), "val_ppl": round(math.exp(ev["loss"]), 3), "val_tokens": ev["tokens"], "final_train_loss": round(last.get("loss", float("nan")), 5), "curve": curve}
+
+
+def curve_tokens(cfg: LMCompareConfig) -> int:
+    """Validation tokens behind each point of the loss curve: the training loop scores the first
+    CURVE_BATCHES batches of the validation books (fewer than the end-of-run score)."""
+    return CURVE_BATCHES * cfg.batch_size * cfg.seq_len
+
+
+def rescore(cfg: LMCompareConfig, records: list[dict], valid_tokens, out: Path, *, progress=print) -> list[dict]:
+    """Score again, from their runs' saved weights, the final runs whose records cover fewer
+    validation tokens than ``cfg.eval_tokens`` asks for (a grid first run with a smaller
+    ``eval_tokens``); each record keeps its first score as ``first_val_loss`` / ``first_val_tokens``.
+    Sweep records keep theirs: those scores picked the final runs' rates. A run whose folder or
+    final checkpoint is gone keeps its score, and ``progress`` says so. Returns the records as
+    written to ``out``."""
+    from tqdm.auto import tqdm
+
+    from longssm.evaluation.perplexity import evaluate, scored_tokens
+    from longssm.models import load_model
+    from longssm.models.checkpoint import has_checkpoint
+
+    want = scored_tokens(len(valid_tokens), cfg.seq_len, EVAL_BATCH, cfg.eval_tokens)
+    stale = [r for r in records if r["phase"] == "final" and r.get("val_tokens", 0) < want]
+    folders = {id(r): Path(cfg.runs_dir) / cell_name(r["phase"], r["model"], r["lr"], r["seed"], r["steps"])
+               for r in stale}
+    for r in [r for r in stale if not has_checkpoint(folders[id(r)])]:
+        progress(f"lm-compare: {folders[id(r)]} is gone; its record keeps its score on {r.get('val_tokens')} tokens")
+        stale.remove(r)
+    rescored = []
+    with tqdm(total=len(stale) * want, unit="tok", disable=not stale,
+              desc=f"lm-compare: scoring {len(stale)} final runs on {want:,} validation tokens") as bar:
+        for r in stale:
+            model, _, saved, _ = load_model(folders[id(r)])
+            if saved["step"] != r["steps"]:
+                raise ValueError(f"{folders[id(r)]}: the newest checkpoint is at step {saved['step']}, "
+                                 f"but the record is of step {r['steps']}")
+            seen = [0]
+
+            def advance(count):
+                bar.update(count - seen[0])
+                seen[0] = count
+
+            ev = evaluate(model, valid_tokens, cfg.seq_len, "zero", batch=EVAL_BATCH, max_tokens=cfg.eval_tokens,
+                          progress=advance)
+            rescored.append({**r, "val_loss": round(ev["loss"], 5), "val_ppl": round(math.exp(ev["loss"]), 3),
+                             "val_tokens": ev["tokens"], "first_val_loss": r.get("first_val_loss", r["val_loss"]),
+                             "first_val_tokens": r.get("first_val_tokens", r.get("val_tokens"))})
+    return update_records(out, rescored, merge, load_records) if rescored else records
 
 
 def training_rate(metrics: list[dict]) -> float | None:
@@ -220,7 +276,8 @@ def run_all(cfg: LMCompareConfig, out: Path, *, jobs: int = 1, progress=print, o
 
     validate(cfg)
     records = load_records(out)  # before any training: a bad file must not cost a run its results
-    prepare(cfg, log=progress)
+    _, valid = prepare(cfg, log=progress)
+    records = rescore(cfg, records, valid.tokens, out, progress=progress)
     threads = max(1, multiprocessing.cpu_count() // max(1, jobs))
     for _ in range(2):  # the sweep, then the final runs it picks the rates for
         todo = run_order(cfg, plan(cfg, records))

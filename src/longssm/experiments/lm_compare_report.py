@@ -7,7 +7,7 @@ import json
 import statistics
 from pathlib import Path
 
-from longssm.experiments.lm_compare import PAPER_PPL, LMCompareConfig
+from longssm.experiments.lm_compare import PAPER_PPL, LMCompareConfig, curve_tokens
 
 ORDER = ("hybrid", "transformer", "h3", "s4d", "mamba")
 
@@ -24,7 +24,10 @@ def report_header(cfg: LMCompareConfig, *, quick: bool = False) -> str:
             f"a byte-level BPE of {cfg.bpe_vocab_size:,} tokens trained on the training books; every model sees the "
             "same tokens in the same order with the same schedule. Models: `LM_COMPARE_MODELS` in "
             "`longssm.models.presets` (Transformer with rotary positions). Settings: `" + json.dumps(settings) + "`."
-            + (" Each model's final runs use its best sweep rate (the lr column)." if cfg.sweep else ""))
+            + (" Each model's final runs use its best sweep rate (the lr column)." if cfg.sweep else "")
+            + f" The plot's curves are the training loop's validation every {cfg.eval_every} steps on the first "
+            f"{curve_tokens(cfg):,} validation tokens; the table scores each run at its end on "
+            + ("every validation token" if cfg.eval_tokens is None else f"the first {cfg.eval_tokens:,}") + ".")
 
 
 def _final(records: list[dict]) -> dict[str, list[dict]]:
@@ -67,6 +70,26 @@ def _gaps(by: dict[str, list[dict]], order: list[str]) -> str:
     return "Neighbours in that ordering: " + "; ".join(parts) + "."
 
 
+def _first_scores(by: dict[str, list[dict]]) -> list[str]:
+    """For final runs scored again on more validation tokens (``rescore``): their first scores
+    beside the table's, and the ordering those gave."""
+    firsts = {m: [r["first_val_loss"] for r in rs if "first_val_loss" in r] for m, rs in by.items()}
+    if not any(firsts.values()):
+        return []
+    tokens = sorted({r["first_val_tokens"] for rs in by.values() for r in rs if "first_val_loss" in r})
+    lines = ["", f"First scores: these runs were first scored on the first {' / '.join(f'{n:,}' for n in tokens)} "
+                 "validation tokens (the grid's first `eval_tokens`), then again from their saved weights on "
+                 "the tokens above; the table has the second.", "",
+             "| model | runs scored twice | first score | table's score (same runs) |", "|---|---:|---:|---:|"]
+    for m in ordering(by):
+        twice = [r for r in by[m] if "first_val_loss" in r]
+        if twice:
+            lines.append(f"| {m} | {len(twice)} | {_mean_std([r['first_val_loss'] for r in twice], '.4f')} | "
+                         f"{_mean_std([r['val_loss'] for r in twice], '.4f')} |")
+    first_order = sorted((m for m in by if firsts[m]), key=lambda m: statistics.mean(firsts[m]))
+    return lines + ["", f"Ordering by the first scores: {' < '.join(first_order)}."]
+
+
 def report(records: list[dict], header: str) -> str:
     by = _final(records)
     lines = [header, ""]
@@ -91,8 +114,10 @@ def report(records: list[dict], header: str) -> str:
                       f"h3 < s4d; {verdict}."]
         if len(order) > 1:
             lines += ["", _gaps(by, order)]
+        scored = sorted({r.get("val_tokens") for rs in by.values() for r in rs}, key=str)
         lines += ["", "Mean ± standard deviation over seeds; validation: zero-state windows of the training length "
-                      "on the validation books; tokens/s: the run's training throughput (median of its 10-step logging "
+                      f"on the validation books, {' / '.join(format(n, ',') if n else '?' for n in scored)} tokens "
+                      "from their start; tokens/s: the run's training throughput (median of its 10-step logging "
                       "intervals, so pauses and evaluations do not count) on its torch threads "
                       f"({by[order[0]][0].get('threads', '?')} per run) while other runs shared the machine, so not a "
                       "speed comparison (`longssm bench train` is one); peak MB: the run's process peak resident memory (VmHWM, CPU)."]
@@ -103,12 +128,14 @@ def report(records: list[dict], header: str) -> str:
                           "default path (checked to 1e-12 in float64); the other models' ops are the default ones "
                           "(the backend's C++ linear layer takes only calls of at most 128 rows without gradients, "
                           "which training and this evaluation never make)."]
+        lines += _first_scores(by)
     sweep = [r for r in records if r["phase"] == "sweep"]
     if sweep:
         lrs = sorted({r["lr"] for r in sweep})
         lines += ["", "## Learning-rate sweep", "",
                   f"Seed 0, {sweep[0]['steps']} steps ({sweep[0]['train_tokens']:,} tokens) per run; validation loss "
-                  "(nats/token); the lowest of each row (bold) is that model's rate in the final runs.", "",
+                  f"(nats/token) on the first {' / '.join(sorted({format(r.get('val_tokens') or 0, ',') for r in sweep}))} "
+                  "validation tokens; the lowest of each row (bold) is that model's rate in the final runs.", "",
                   "| model | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |", "|---|" + "---:|" * len(lrs)]
         for m in sorted({r["model"] for r in sweep}, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
             row = {r["lr"]: r["val_loss"] for r in sweep if r["model"] == m}
@@ -118,9 +145,9 @@ def report(records: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(records: list[dict], path: Path) -> None:
+def plot(records: list[dict], path: Path, curve_tokens: int | None = None) -> None:
     """Validation loss against training tokens, one line per model (mean over seeds, the band
-    between the lowest and highest seed)."""
+    between the lowest and highest seed); ``curve_tokens``: the validation tokens behind each point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,7 +169,7 @@ def plot(records: list[dict], path: Path) -> None:
             ax.fill_between(xs, [min(points[x]) for x in xs], [max(points[x]) for x in xs],
                             color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("training tokens")
-    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_ylabel("validation loss (nats/token)" + (f"\nfirst {curve_tokens:,} validation tokens" if curve_tokens else ""))
     ax.set_title("Gutenberg, BPE 8K: validation loss while training")
     ax.grid(alpha=0.3)
     ax.legend()
