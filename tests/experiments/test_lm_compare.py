@@ -86,6 +86,10 @@ def test_the_plot_draws_a_mean_line_per_model_and_a_band_over_its_seeds(tmp_path
     assert list(ax.lines[0].get_ydata()) == pytest.approx([2.3, 1.3])
     band = ax.collections[0].get_paths()[0].vertices[:, 1]  # one band: h3's two seeds
     assert len(ax.collections) == 1 and band.min() == pytest.approx(1.2) and band.max() == pytest.approx(2.4)
+    scores = figures[0].axes[1]  # end-of-run scores, best model first: h3's two seeds and mean, then s4d's
+    assert [t.get_text() for t in scores.get_xticklabels()] == ["h3", "s4d"]
+    assert [list(line.get_ydata()) for line in scores.lines] == [[1.2, 1.4], [1.9]]
+    assert [c.get_segments()[0][0][1] for c in scores.collections] == pytest.approx([1.3, 1.9])
 
 
 def test_config_errors_name_the_key():

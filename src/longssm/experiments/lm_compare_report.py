@@ -146,8 +146,10 @@ def report(records: list[dict], header: str) -> str:
 
 
 def plot(records: list[dict], path: Path, curve_tokens: int | None = None) -> None:
-    """Validation loss against training tokens, one line per model (mean over seeds, the band
-    between the lowest and highest seed); ``curve_tokens``: the validation tokens behind each point."""
+    """Left: validation loss against training tokens, one line per model (mean over seeds, the band
+    between the lowest and highest seed); ``curve_tokens``: the validation tokens behind each point.
+    Right: the table's end-of-run score of every seed (dots) and their mean (bar), models from best
+    to worst."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,7 +158,8 @@ def plot(records: list[dict], path: Path, curve_tokens: int | None = None) -> No
     by = _final(records)
     if not by:
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, scores) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": (2, 1)})
+    colors = {}
     for m in sorted(by, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
         points: dict[int, list[float]] = {}
         for r in by[m]:
@@ -165,6 +168,7 @@ def plot(records: list[dict], path: Path, curve_tokens: int | None = None) -> No
         xs = sorted(points)
         line, = ax.plot(xs, [statistics.mean(points[x]) for x in xs],
                         label=f"{m} ({len(by[m])} seed{'s' * (len(by[m]) > 1)})")
+        colors[m] = line.get_color()
         if len(by[m]) > 1:
             ax.fill_between(xs, [min(points[x]) for x in xs], [max(points[x]) for x in xs],
                             color=line.get_color(), alpha=0.2, linewidth=0)
@@ -173,6 +177,14 @@ def plot(records: list[dict], path: Path, curve_tokens: int | None = None) -> No
     ax.set_title("Gutenberg, BPE 8K: validation loss while training")
     ax.grid(alpha=0.3)
     ax.legend()
+    for i, m in enumerate(ordering(by)):
+        losses = [r["val_loss"] for r in by[m]]
+        scores.hlines(statistics.mean(losses), i - 0.3, i + 0.3, color=colors[m], linewidth=2)
+        scores.plot([i] * len(losses), losses, "o", color=colors[m], alpha=0.7)
+    scores.set_xticks(range(len(by)), ordering(by), rotation=30, ha="right")
+    scores.set_ylabel("validation loss (nats/token), end of run")
+    scores.set_title("every seed (dots) and the mean (bar)")
+    scores.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
