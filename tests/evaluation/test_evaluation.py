@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from longssm.evaluation.perplexity import evaluate, unigram_loss
 from conftest import small_model
@@ -63,8 +64,11 @@ def test_eval_errors_and_perplexity():
         evaluate(model, np.zeros(100, dtype=np.int64), 8, "sliding")
     with pytest.raises(ValueError, match="too few"):
         evaluate(model, np.zeros(10, dtype=np.int64), 8, batch=2)
+    grad = []  # evaluation records no autograd graph
+    model.backbone.register_forward_hook(lambda *_: grad.append(torch.is_grad_enabled()))
     r = evaluate(model, np.zeros(100, dtype=np.int64), 8, batch=2)
     assert r["perplexity"] == pytest.approx(math.exp(r["loss"]))
+    assert grad and not any(grad)
 
 
 def test_unigram_loss():

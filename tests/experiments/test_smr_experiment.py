@@ -38,6 +38,15 @@ def test_tiny_grid_runs_resumes_and_reports(tmp_path, tiny):
     assert len(findings(records)) == 4 * 2
 
 
+def test_the_command_writes_its_results_report_and_plot(tmp_path):
+    out = tmp_path / "smr"
+    assert main(["experiment", "smr", "--tasks", "sines", "--cores", "s4d", "--seeds", "0", "--set", "smr.steps=2",
+                 "--set", "smr.d_model=8", "--set", "smr.d_state=4", "--set", "smr.batch_size=4",
+                 "--set", "smr.rates=[0.5, 1.0]", "--out", str(out)]) == 0
+    assert len(json.loads(out.with_suffix(".json").read_text())) > 0
+    assert "sines" in out.with_suffix(".md").read_text() and out.with_suffix(".png").stat().st_size > 0
+
+
 def test_bad_configs_and_files_are_refused_before_training(tmp_path, capsys):
     assert main(["experiment", "smr", "--set", "smr.cores=['s6']", "--out", str(tmp_path / "x")]) == 2
     assert "unknown cores ['s6']" in capsys.readouterr().err

@@ -159,7 +159,7 @@ def run_smr(args) -> int:
 
     def outputs(records):
         out.with_suffix(".md").write_text(report(records, header))
-        plot(records, out.with_suffix(".png"), curve_tokens(cfg))
+        plot(records, out.with_suffix(".png"))
 
     records = run_grid(cfg, out.with_suffix(".json"), jobs=args.jobs, commit=current_commit(), on_records=outputs)
     if records:

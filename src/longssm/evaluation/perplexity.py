@@ -33,7 +33,6 @@ LOGITS_PER_CHUNK = 1 << 24  # logits (tokens x vocabulary) held at once: 64 MiB 
 MODES = ("zero", "streaming")
 
 
-@torch.no_grad()
 def scored_tokens(n_tokens: int, eval_len: int, batch: int = 8, max_tokens: int | None = None) -> int:
     """How many of ``n_tokens`` tokens :func:`evaluate` scores: whole windows of ``eval_len`` in
     ``batch`` equal streams over the first ``max_tokens`` (None: all) targets."""
@@ -41,6 +40,7 @@ def scored_tokens(n_tokens: int, eval_len: int, batch: int = 8, max_tokens: int 
     return n // batch // eval_len * eval_len * batch
 
 
+@torch.no_grad()
 def evaluate(model: LanguageModel, tokens: np.ndarray, eval_len: int, mode: str = "zero", *,
              batch: int = 8, max_tokens: int | None = None, context: int | None = None, device="cpu",
              progress: Callable[[int], None] | None = None) -> dict:
