@@ -175,19 +175,21 @@ def rescore(cfg: LMCompareConfig, records: list[dict], valid_tokens, out: Path, 
     from longssm.models.checkpoint import has_checkpoint
 
     want = scored_tokens(len(valid_tokens), cfg.seq_len, EVAL_BATCH, cfg.eval_tokens)
-    stale = [r for r in records if r["phase"] == "final" and r.get("val_tokens", 0) < want]
-    folders = {id(r): Path(cfg.runs_dir) / cell_name(r["phase"], r["model"], r["lr"], r["seed"], r["steps"])
-               for r in stale}
-    for r in [r for r in stale if not has_checkpoint(folders[id(r)])]:
-        progress(f"lm-compare: {folders[id(r)]} is gone; its record keeps its score on {r.get('val_tokens')} tokens")
-        stale.remove(r)
+    stale = []  # (record, its run folder)
+    for r in records:
+        if r["phase"] == "final" and r.get("val_tokens", 0) < want:
+            folder = Path(cfg.runs_dir) / cell_name(r["phase"], r["model"], r["lr"], r["seed"], r["steps"])
+            if has_checkpoint(folder):
+                stale.append((r, folder))
+            else:
+                progress(f"lm-compare: {folder} is gone; its record keeps its score on {r.get('val_tokens')} tokens")
     rescored = []
     with tqdm(total=len(stale) * want, unit="tok", disable=not stale,
               desc=f"lm-compare: scoring {len(stale)} final runs on {want:,} validation tokens") as bar:
-        for r in stale:
-            model, _, saved, _ = load_model(folders[id(r)])
+        for r, folder in stale:
+            model, _, saved, _ = load_model(folder)
             if saved["step"] != r["steps"]:
-                raise ValueError(f"{folders[id(r)]}: the newest checkpoint is at step {saved['step']}, "
+                raise ValueError(f"{folder}: the newest checkpoint is at step {saved['step']}, "
                                  f"but the record is of step {r['steps']}")
             seen = [0]
 
